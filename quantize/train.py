@@ -1,0 +1,144 @@
+"""Train the expression CNN on FER2013 + FER+ Training, keep the epoch best on PublicTest.
+
+Targets: each face appears twice, once with FER2013's label (smoothed) and once with its FER+
+vote distribution, so the one model answers to both ground truths the model card reports.
+Augmentation mimics what a live camera crop adds to a dataset face: shift, scale, rotation,
+mirror, lighting, focus blur.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quantize.data import LABELS, Split, load_fer2013, load_ferplus
+
+LABEL_SMOOTHING = 0.1
+"""For FER2013's single labels only; FER+ votes are already soft."""
+AUG_SHIFT = 0.10  # fraction of the side: detector boxes drift by about this much frame to frame
+AUG_ZOOM = 0.15  # detector box size error
+AUG_ROTATION_DEG = 15.0  # residual roll after eye-line alignment
+AUG_CONTRAST = 0.4
+AUG_BRIGHTNESS = 0.25  # fraction of the 0..255 range
+AUG_BLUR_PROB = 0.25  # motion / focus blur on a webcam or car camera
+WARMUP_EPOCHS = 1
+WEIGHT_DECAY = 5e-4
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    epochs: int = 24
+    batch: int = 128
+    lr: float = 2e-3
+    seed: int = 1234
+    time_budget_min: float = 0.0  # 0 = no budget
+    limit: int = 0  # use only this many training faces (tests, smoke runs)
+    base_width: int = 32
+
+
+def _targets(split: Split) -> np.ndarray:
+    if split.source == "fer2013":
+        return split.targets * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / len(LABELS)
+    return split.targets
+
+
+def _augmenter(seed: int):
+    import keras
+    from keras import layers
+    import tensorflow as tf
+
+    geometric = keras.Sequential([
+        layers.RandomFlip("horizontal", seed=seed),
+        layers.RandomTranslation(AUG_SHIFT, AUG_SHIFT, fill_mode="reflect", seed=seed + 1),
+        layers.RandomRotation(AUG_ROTATION_DEG / 360, fill_mode="reflect", seed=seed + 2),
+        layers.RandomZoom(AUG_ZOOM, AUG_ZOOM, fill_mode="reflect", seed=seed + 3),
+    ])
+    blur_kernel = tf.constant(np.outer(*[np.array([1, 2, 1], np.float32) / 4] * 2)[:, :, None, None])
+    gen = tf.random.Generator.from_seed(seed + 4)
+
+    def augment(x, y):
+        x = geometric(x, training=True)
+        n = tf.shape(x)[0]
+        blurred = tf.nn.conv2d(x, blur_kernel, 1, "SAME")
+        use_blur = gen.uniform([n, 1, 1, 1]) < AUG_BLUR_PROB
+        x = tf.where(use_blur, blurred, x)
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        contrast = gen.uniform([n, 1, 1, 1], 1 - AUG_CONTRAST, 1 + AUG_CONTRAST)
+        bright = gen.uniform([n, 1, 1, 1], -AUG_BRIGHTNESS, AUG_BRIGHTNESS) * 255
+        x = tf.clip_by_value((x - mean) * contrast + mean + bright, 0, 255)
+        return x, y
+
+    return augment
+
+
+def accuracy(model, split: Split, batch: int = 512) -> float:
+    probs = model.predict(split.images[..., None].astype(np.float32), batch_size=batch, verbose=0)
+    return float((probs.argmax(axis=1) == split.labels).mean())
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from quantize.model import build_classifier
+
+    started = time.time()
+    keras.utils.set_random_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    parts = [load_fer2013(cfg.data, "Training"), load_ferplus(cfg.data, "Training")]
+    images = np.concatenate([p.images for p in parts])
+    targets = np.concatenate([_targets(p) for p in parts]).astype(np.float32)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.limit:
+        keep = rng.choice(len(images), size=min(cfg.limit, len(images)), replace=False)
+        images, targets = images[keep], targets[keep]
+    select = [load_fer2013(cfg.data, "PublicTest"), load_ferplus(cfg.data, "PublicTest")]
+    log(f"train faces {len(images)} (FER2013 + FER+ Training); select on PublicTest "
+        f"fer2013={len(select[0].labels)} ferplus={len(select[1].labels)}")
+
+    steps = math.ceil(len(images) / cfg.batch)
+    dataset = (tf.data.Dataset.from_tensor_slices((images[..., None], targets))
+               .shuffle(len(images), seed=cfg.seed, reshuffle_each_iteration=True)
+               .batch(cfg.batch)
+               .map(lambda x, y: (tf.cast(x, tf.float32), y))
+               .map(_augmenter(cfg.seed), num_parallel_calls=tf.data.AUTOTUNE)
+               .prefetch(2))
+
+    model = build_classifier(cfg.base_width)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, (cfg.epochs - WARMUP_EPOCHS) * steps),
+        warmup_target=cfg.lr, warmup_steps=WARMUP_EPOCHS * steps)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=WEIGHT_DECAY),
+                  loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+    log(f"model {model.count_params()} parameters; {cfg.epochs} epochs x {steps} steps, batch {cfg.batch}")
+
+    history, best = [], {"score": -1.0}
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.time()
+        fit = model.fit(dataset, epochs=1, verbose=0)
+        fer, ferplus = accuracy(model, select[0]), accuracy(model, select[1])
+        score = (fer + ferplus) / 2
+        row = {"epoch": epoch, "loss": round(fit.history["loss"][-1], 4), "public_fer2013": round(fer, 4),
+               "public_ferplus": round(ferplus, 4), "seconds": round(time.time() - t0, 1)}
+        history.append(row)
+        if score > best["score"]:
+            best = {"score": score, **row}
+            model.save(out / "model.keras")
+        log(json.dumps(row) + ("  *best" if best["epoch"] == epoch else ""))
+        elapsed_min = (time.time() - started) / 60
+        if cfg.time_budget_min and elapsed_min + row["seconds"] / 60 > cfg.time_budget_min:
+            log(f"time budget {cfg.time_budget_min} min reached after epoch {epoch}; stopping")
+            break
+    summary = {"config": asdict(cfg), "best_epoch": best["epoch"], "best_public": best,
+               "history": history, "wall_seconds": round(time.time() - started, 1)}
+    (out / "train.json").write_text(json.dumps(summary, indent=2))
+    log(f"done in {summary['wall_seconds']} s; best epoch {best['epoch']}: {json.dumps(best)}")
+    return summary
