@@ -1,41 +1,119 @@
-"""``python -m quantize {train,convert,evaluate,card}``: one subcommand per step."""
+"""``python -m quantize STEP``: train, convert, crop-fit, evaluate, card — one subcommand per step.
+
+Typical order (defaults chain the outputs)::
+
+    python -m quantize train --data ../shared/data
+    python -m quantize convert --data ../shared/data
+    python -m quantize crop-fit --data ../shared/data
+    python -m quantize evaluate --data ../shared/data
+    python -m quantize card --data ../shared/data
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
 from quantize.data import DataError
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 DEFAULT_DATA = "../shared/data"
+TRAIN_DIR = "build/train"
+MODEL_DIR = "build/model"
+REPORT_DIR = "quantize/reports"
+INSTALL_DIR = "edge_fer/models"
 
 
-def _train(args) -> None:
+def _train(a) -> None:
     from quantize.train import TrainConfig, train
 
-    train(TrainConfig(data=args.data, out=args.out, epochs=args.epochs, batch=args.batch, lr=args.lr,
-                      seed=args.seed, time_budget_min=args.time_budget, limit=args.limit))
+    train(TrainConfig(data=a.data, out=a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed,
+                      time_budget_min=a.time_budget, limit=a.limit))
+
+
+def _convert(a) -> None:
+    from quantize.convert import convert
+
+    convert(a.model, a.data, a.out, seed=a.seed)
+
+
+def _crop_fit(a) -> None:
+    from quantize.cropfit import fit_crop
+
+    fit_crop(a.data, a.out)
+
+
+def _evaluate(a) -> None:
+    from quantize.evaluate import evaluate
+
+    evaluate(a.model, a.models, a.data, a.out)
+
+
+def _card(a) -> None:
+    from quantize.card import write_card
+
+    install = Path(a.install)
+    install.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(a.models) / "expression_int8.tflite", install / "expression_int8.tflite")
+    commands = {
+        "convert": f"python -m quantize convert --data {shlex.quote(a.data)} --model {a.train}/model.keras --out {a.models}",
+        "crop_fit": f"python -m quantize crop-fit --data {shlex.quote(a.data)} --out {a.reports}/crop.json",
+        "evaluate": f"python -m quantize evaluate --data {shlex.quote(a.data)} --model {a.train}/model.keras "
+                    f"--models {a.models} --out {a.reports}",
+    }
+    write_card(str(install), a.data, a.train, a.reports, f"{a.reports}/crop.json", commands)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m quantize", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="step", required=True)
+
+    def step(name: str, run, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--data", default=DEFAULT_DATA, help="folder with fer2013.npz and ferplus.npz (default %(default)s)")
+        p.set_defaults(run=run)
+        return p
+
+    p = step("train", _train, "train the float Keras model; keeps the epoch best on PublicTest")
+    p.add_argument("--out", default=TRAIN_DIR, help="output folder: model.keras, train.json (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, warm-up then cosine)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--time-budget", type=float, default=0.0, help="minutes; stop after the epoch that would pass it (0 = none)")
+    p.add_argument("--limit", type=int, default=0, help="train on only this many faces (smoke runs)")
+
+    p = step("convert", _convert, "convert to float and full-int8 TFLite, verify with the interpreter")
+    p.add_argument("--model", default=f"{TRAIN_DIR}/model.keras")
+    p.add_argument("--out", default=MODEL_DIR)
+    p.add_argument("--seed", type=int, default=1234, help="seed of the representative-set draw")
+
+    p = step("crop-fit", _crop_fit, "measure where BlazeFace boxes sit on training faces: the crop convention")
+    p.add_argument("--out", default=f"{REPORT_DIR}/crop.json")
+
+    p = step("evaluate", _evaluate, "Keras vs float TFLite vs int8 TFLite on PrivateTest; latency; plots")
+    p.add_argument("--model", default=f"{TRAIN_DIR}/model.keras")
+    p.add_argument("--models", default=MODEL_DIR, help="folder with the converted .tflite files")
+    p.add_argument("--out", default=REPORT_DIR)
+
+    p = step("card", _card, "install the int8 model into the package and write its model card")
+    p.add_argument("--train", default=TRAIN_DIR)
+    p.add_argument("--models", default=MODEL_DIR)
+    p.add_argument("--reports", default=REPORT_DIR)
+    p.add_argument("--install", default=INSTALL_DIR)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quantize", description=__doc__)
-    sub = parser.add_subparsers(dest="step", required=True)
-
-    p = sub.add_parser("train", help="train the float Keras model")
-    p.add_argument("--data", default=DEFAULT_DATA, help="folder with fer2013.npz and ferplus.npz")
-    p.add_argument("--out", default="build/train", help="output folder (model.keras, train.json)")
-    p.add_argument("--epochs", type=int, default=24)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--time-budget", type=float, default=0.0, help="minutes; stop after the epoch that would pass it")
-    p.add_argument("--limit", type=int, default=0, help="train on only this many faces (smoke runs)")
-    p.set_defaults(run=_train)
-
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         args.run(args)
-    except DataError as exc:
+    except (DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

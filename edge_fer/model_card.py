@@ -1,0 +1,83 @@
+"""The model card: how the daemon must feed the shipped classifier, checked against the file.
+
+The card is written by ``python -m quantize card``. The daemon reads only the fields it needs
+(labels, input layout, crop convention) and refuses a model that does not match its card.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_fer import LABELS
+from edge_fer.errors import ModelError
+
+PACKAGED_MODEL = Path(__file__).parent / "models" / "expression_int8.tflite"
+
+
+@dataclass(frozen=True)
+class CropConvention:
+    """How a detector box becomes the model's input crop, as measured on the training faces.
+
+    The crop is a square of side ``scale * max(box w, box h)`` centred on the box centre moved
+    by ``center_offset`` (fractions of that box side, +y down), rotated so the eyes are level.
+    """
+
+    scale: float
+    center_offset: tuple[float, float]
+    align_eyes: bool
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    path: Path
+    labels: tuple[str, ...]
+    input_size: tuple[int, int]  # (h, w)
+    channels: int
+    pixel_scale: float
+    pixel_offset: float
+    crop: CropConvention
+    sha256: str
+
+
+def card_path_for(model_path: Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_card(model_path: str | Path) -> ModelCard:
+    """Read ``<model>.json`` beside the model and check it names this exact file."""
+    model_path = Path(model_path)
+    card_file = card_path_for(model_path)
+    try:
+        raw = json.loads(card_file.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"model card {card_file} not found: every model needs its card beside it "
+                         "(written by `python -m quantize card`)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model card {card_file} is unreadable ({exc})") from exc
+    try:
+        crop = raw["crop"]
+        card = ModelCard(
+            path=model_path,
+            labels=tuple(raw["labels"]),
+            input_size=(int(raw["input_size"][0]), int(raw["input_size"][1])),
+            channels=int(raw["channels"]),
+            pixel_scale=float(raw["pixel_scale"]),
+            pixel_offset=float(raw["pixel_offset"]),
+            crop=CropConvention(float(crop["scale"]), (float(crop["center_offset"][0]), float(crop["center_offset"][1])),
+                                bool(crop["align_eyes"])),
+            sha256=str(raw["sha256"]),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelError(f"model card {card_file} lacks or mistypes a field ({exc!r})") from exc
+    if set(card.labels) != set(LABELS) or len(card.labels) != len(LABELS):
+        raise ModelError(f"model card {card_file} labels {list(card.labels)} are not the 7 expressions {list(LABELS)}")
+    if model_path.is_file() and sha256_file(model_path) != card.sha256:
+        raise ModelError(f"{model_path} does not match its card's sha256 (corrupt or replaced file); "
+                         "reinstall edge-fer or re-run `python -m quantize card`")
+    return card

@@ -1,0 +1,90 @@
+"""Write the model card the daemon reads beside the int8 model.
+
+Everything in it is read back from files the other steps wrote (the model, the evaluation,
+the training log, the crop fit), so the card cannot drift from what was measured.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.interpreter import load_model
+from quantize.data import LABELS, data_hashes, sha256_of
+
+CARD_SCHEMA = 1
+
+
+def write_card(models_dir: str, data_dir: str, train_dir: str, eval_dir: str, crop_file: str,
+               commands: dict[str, str], log=print) -> dict:
+    models = Path(models_dir)
+    model = models / "expression_int8.tflite"
+    interp = load_model(model).interpreter
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    in_scale, in_zero = inp["quantization"]
+    if int(out["shape"][-1]) != len(LABELS):
+        raise ValueError(f"{model} has {out['shape'][-1]} outputs, expected {len(LABELS)}")
+    train = json.loads((Path(train_dir) / "train.json").read_text())
+    evaluation = json.loads((Path(eval_dir) / "evaluation.json").read_text())
+    crop = json.loads(Path(crop_file).read_text())
+    acc = evaluation["accuracy"]
+    card = {
+        "schema": CARD_SCHEMA,
+        "file": model.name,
+        "sha256": sha256_of(model),
+        "bytes": model.stat().st_size,
+        "labels": list(LABELS),
+        "input_size": [int(inp["shape"][1]), int(inp["shape"][2])],
+        "channels": int(inp["shape"][3]),
+        "input_dtype": np.dtype(inp["dtype"]).name,
+        "output_dtype": np.dtype(out["dtype"]).name,
+        # float model input = pixel * scale + offset; with uint8 scale 1 / zero 0 the raw pixel is the input.
+        "pixel_scale": float(in_scale) or 1.0,
+        "pixel_offset": float(-in_zero * in_scale),
+        "pixels": "grayscale (OpenCV BGR2GRAY, BT.601 weights), 0..255, no normalisation on the device",
+        "crop": {
+            "scale": crop["scale"],
+            "center_offset": crop["center_offset"],
+            "align_eyes": True,
+            "how": ("square of side scale*max(box w, box h) centred on the detector box centre moved by "
+                    "center_offset * max(w, h) (x right, y down), rotated so the BlazeFace eye keypoints are "
+                    "level, area-resized to input_size"),
+            "fitted_with": crop["fitted_with"],
+        },
+        "data": {name: {"sha256": digest} for name, digest in data_hashes(data_dir).items()},
+        "training": {
+            "targets": "FER2013 Training labels (smoothed 0.1) + FER+ Training vote distributions, as two views",
+            "selected_on": "PublicTest (mean of FER2013 and FER+ accuracy)",
+            "best_epoch": train["best_epoch"],
+            "epochs_run": len(train["history"]),
+            "wall_seconds": train["wall_seconds"],
+            "seed": train["config"]["seed"],
+        },
+        "commands": {"train": train_command(train["config"]), **commands},
+        "metrics": {
+            "split": evaluation["split"],
+            "ferplus_rule": evaluation["ferplus_rule"],
+            "ferplus_dropped": evaluation["ferplus_dropped"],
+            "ferplus_ties": evaluation["ferplus_ties"],
+            "accuracy": {variant: {s: r["accuracy"] for s, r in sets.items()} for variant, sets in acc.items()},
+            "macro_f1_int8": {s: r["macro_f1"] for s, r in acc["tflite_int8"].items()},
+            "ece_int8": {s: r["ece"] for s, r in acc["tflite_int8"].items()},
+            "recall_int8": {s: r["recall"] for s, r in acc["tflite_int8"].items()},
+            "int8_minus_float_pt": evaluation["int8_minus_float_pt"],
+            "latency_ms_1thread": evaluation["latency_ms"],
+        },
+    }
+    path = models / "expression_int8.json"
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    log(f"wrote {path}")
+    return card
+
+
+def train_command(config: dict) -> str:
+    """The exact command that reproduces training, rebuilt from the config train.json recorded."""
+    return "python -m quantize train " + shlex.join([
+        "--data", config["data"], "--out", config["out"], "--epochs", str(config["epochs"]),
+        "--batch", str(config["batch"]), "--lr", str(config["lr"]), "--seed", str(config["seed"]),
+        "--time-budget", str(config["time_budget_min"])])

@@ -1,0 +1,100 @@
+"""Keras float vs float TFLite vs int8 TFLite on the two PrivateTest ground truths, plus latency.
+
+FER+ rule (stated in the output): majority vote over the 10 annotators; images whose majority
+is contempt, unknown or NF are dropped; ties between our 7 labels go to the first in label order.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.interpreter import available_backends, load_model
+from quantize.convert import run_tflite
+from quantize.data import LABELS, load_fer2013, load_ferplus
+from quantize.metrics import classification_report
+
+LATENCY_WARMUP = 50
+LATENCY_RUNS = 1000
+FERPLUS_RULE = ("majority vote of 10 annotators; images whose majority is contempt, unknown or NF dropped; "
+                "ties between the 7 labels broken by label order")
+
+
+def single_face_latency_ms(path: Path, backend: str) -> float:
+    """Median ms of one invoke on a single face, 1 thread, as the daemon runs it."""
+    interp = load_model(path, num_threads=1, backend=backend).interpreter
+    inp = interp.get_input_details()[0]
+    x = np.random.default_rng(0).integers(0, 256, inp["shape"]).astype(inp["dtype"])
+    times = []
+    for i in range(LATENCY_WARMUP + LATENCY_RUNS):
+        t0 = time.perf_counter()
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        if i >= LATENCY_WARMUP:
+            times.append(time.perf_counter() - t0)
+    return round(float(np.median(times)) * 1e3, 4)
+
+
+def plot_confusions(results: dict, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 5.2))
+    for ax, (title, report) in zip(np.atleast_1d(axes), results.items()):
+        cm = np.array(report["confusion"], dtype=float)
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        for (r, c), v in np.ndenumerate(norm):
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black")
+        ax.set_xticks(range(len(LABELS)), LABELS, rotation=45, ha="right")
+        ax.set_yticks(range(len(LABELS)), LABELS)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{title}: acc {report['accuracy']:.3f}")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+
+
+def evaluate(model_path: str, models_dir: str, data_dir: str, out_dir: str, log=print) -> dict:
+    import keras
+
+    models, out = Path(models_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    keras_model = keras.saving.load_model(model_path)
+    sets = {"fer2013": load_fer2013(data_dir, "PrivateTest"), "ferplus": load_ferplus(data_dir, "PrivateTest")}
+    variants = {
+        "keras_float": lambda imgs: keras_model.predict(imgs[..., None].astype(np.float32), batch_size=512, verbose=0),
+        "tflite_float": lambda imgs: run_tflite(models / "expression_float.tflite", imgs),
+        "tflite_int8": lambda imgs: run_tflite(models / "expression_int8.tflite", imgs),
+    }
+    accuracy: dict = {}
+    for variant, predict in variants.items():
+        for set_name, split in sets.items():
+            report = classification_report(predict(split.images), split.labels, LABELS)
+            accuracy.setdefault(variant, {})[set_name] = report
+            log(f"{variant:12s} {set_name:8s} acc {report['accuracy']:.4f} macro-F1 {report['macro_f1']:.4f} "
+                f"ECE {report['ece']:.4f}")
+    latency = {f"{kind}/{backend}": single_face_latency_ms(models / f"expression_{kind}.tflite", backend)
+               for kind in ("int8", "float") for backend in available_backends()}
+    for key, ms in latency.items():
+        log(f"latency {key:24s} {ms:.3f} ms (1 thread, single face, median of {LATENCY_RUNS})")
+    int8, flt = accuracy["tflite_int8"], accuracy["keras_float"]
+    result = {
+        "split": "PrivateTest",
+        "ferplus_rule": FERPLUS_RULE,
+        "ferplus_dropped": sets["ferplus"].dropped,
+        "ferplus_ties": sets["ferplus"].ties,
+        "accuracy": accuracy,
+        "int8_minus_float_pt": {s: round(100 * (int8[s]["accuracy"] - flt[s]["accuracy"]), 2) for s in sets},
+        "latency_ms": latency,
+        "int8_bytes": (models / "expression_int8.tflite").stat().st_size,
+    }
+    (out / "evaluation.json").write_text(json.dumps(result, indent=2))
+    plot_confusions({f"int8 {s} PrivateTest": int8[s] for s in sets}, out / "confusion_int8.png")
+    log(f"wrote {out / 'evaluation.json'} and {out / 'confusion_int8.png'}")
+    return result
