@@ -23,8 +23,8 @@ def representative_faces(data_dir: str, seed: int) -> np.ndarray:
     split = load_fer2013(data_dir, "Training")
     rng = np.random.default_rng(seed)
     per_label = REPRESENTATIVE_FACES // len(LABELS)
-    idx = np.concatenate([rng.choice(np.flatnonzero(split.labels == k), per_label, replace=False)
-                          for k in range(len(LABELS))])
+    pools = [np.flatnonzero(split.labels == k) for k in range(len(LABELS))]
+    idx = np.concatenate([rng.choice(pool, min(per_label, len(pool)), replace=False) for pool in pools])
     return split.images[idx]
 
 

@@ -1,0 +1,87 @@
+"""The offline toolchain: data loading, metrics, and a tiny real train -> convert -> verify run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantize.data import DataError, load_fer2013, load_ferplus
+from quantize.metrics import classification_report, expected_calibration_error
+
+MINI = Path(__file__).parent / "data" / "mini"
+
+
+def test_ferplus_rule_drops_non_faces_and_counts_ties(tmp_path):
+    votes = np.array([
+        [8, 2, 0, 0, 0, 0, 0, 0, 0, 0],  # neutral
+        [0, 0, 0, 0, 0, 0, 0, 0, 3, 7],  # NF majority: dropped
+        [0, 5, 5, 0, 0, 0, 0, 0, 0, 0],  # tie happiness/surprise
+        [0, 0, 0, 0, 0, 0, 0, 6, 4, 0],  # contempt majority: dropped
+    ], np.uint8)
+    cols = np.array(["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF"])
+    np.savez(tmp_path / "ferplus.npz", images=np.zeros((4, 48, 48), np.uint8), votes=votes, vote_columns=cols,
+             usage=np.array(["PrivateTest"] * 4), names=np.array([f"fer{i:07d}.png" for i in range(4)]))
+    split = load_ferplus(tmp_path, "PrivateTest")
+    assert split.dropped == 2 and split.ties == 1
+    assert list(split.labels) == [6, 3]  # neutral; the tie goes to happiness (first in label order)
+    np.testing.assert_allclose(split.targets.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("problem, match", [
+    ("missing", "not found: pass --data"),
+    ("not_npz", "not a readable NumPy archive"),
+    ("wrong_shape", "must be uint8 \\(n, 48, 48\\)"),
+    ("missing_key", "lacks keys \\['labels'\\]"),
+])
+def test_bad_data_gives_a_clear_error(tmp_path, problem, match):
+    path = tmp_path / "fer2013.npz"
+    if problem == "not_npz":
+        path.write_text("hello")
+    elif problem == "wrong_shape":
+        np.savez(path, images=np.zeros((2, 64, 64), np.uint8), labels=np.zeros(2, np.int8), usage=np.array(["Training"] * 2))
+    elif problem == "missing_key":
+        np.savez(path, images=np.zeros((2, 48, 48), np.uint8), usage=np.array(["Training"] * 2))
+    with pytest.raises(DataError, match=match):
+        load_fer2013(tmp_path, "Training")
+
+
+def test_unknown_split_is_named():
+    with pytest.raises(DataError, match="unknown split 'Validation'"):
+        load_fer2013(MINI, "Validation")
+
+
+def test_metrics_on_a_hand_counted_example():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]])
+    labels = np.array([0, 1, 1, 0])
+    report = classification_report(probs, labels, ("a", "b"))
+    assert report["accuracy"] == 0.75
+    assert report["confusion"] == [[2, 0], [1, 1]]
+    assert report["recall"] == {"a": 1.0, "b": 0.5}
+    # F1: a = 2*(2/3*1)/(2/3+1) = 0.8, b = 2*(1*0.5)/1.5 = 0.6667
+    assert report["macro_f1"] == pytest.approx(0.7333, abs=1e-4)
+    # One bin per distinct confidence (15 bins): |1-0.9|,|0-0.6|,|1-0.8|,|1-0.7| weighted 1/4 each
+    assert expected_calibration_error(probs, labels) == pytest.approx((0.1 + 0.6 + 0.2 + 0.3) / 4)
+
+
+@pytest.mark.train
+def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tmp_path):
+    pytest.importorskip("tensorflow", reason="the toolchain needs the train extra: pip install -e .[train]")
+    from quantize.__main__ import main
+
+    assert main(["train", "--data", str(MINI), "--out", str(tmp_path / "train"), "--epochs", "2", "--batch", "32"]) == 0
+    history = json.loads((tmp_path / "train" / "train.json").read_text())
+    assert len(history["history"]) == 2 and history["wall_seconds"] > 0
+    assert main(["convert", "--data", str(MINI), "--model", str(tmp_path / "train" / "model.keras"),
+                 "--out", str(tmp_path / "model")]) == 0
+    report = json.loads((tmp_path / "model" / "convert.json").read_text())
+    assert report["int8_float_top1_agreement"] >= 0.9
+    assert report["int8_bytes"] < report["float_bytes"] / 3
+
+
+def test_toolchain_reports_missing_data_and_exits_2(tmp_path, capsys):
+    from quantize.__main__ import main
+
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "fer2013.npz not found: pass --data" in capsys.readouterr().err
