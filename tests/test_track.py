@@ -1,0 +1,118 @@
+"""Tracker scenarios built from seconds and frame rate; assertions derive from the settings."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge_fer import LABELS
+from edge_fer.messages import UNCERTAIN
+from edge_fer.track import CONFIRM_HITS, Tracker, TrackerSettings
+
+FPS = 15.0
+DT = 1 / FPS
+BOX = (100.0, 100.0, 80.0, 80.0)
+OTHER_BOX = (400.0, 120.0, 70.0, 70.0)
+
+
+def onehot(label: str, p: float = 0.9) -> np.ndarray:
+    probs = np.full(len(LABELS), (1 - p) / (len(LABELS) - 1), np.float32)
+    probs[LABELS.index(label)] = p
+    return probs
+
+
+def run(tracker, frames, t0=0.0):
+    """frames: list of [(box, probs), ...] per frame. Returns per-frame (faces, events)."""
+    out = []
+    for i, dets in enumerate(frames):
+        t = t0 + i * DT
+        out.append(tracker.update([b for b, _ in dets], [p for _, p in dets], t, 1_700_000_000 + t))
+    return out
+
+
+def seconds(s: float) -> int:
+    return math.ceil(s * FPS)
+
+
+def test_track_id_is_stable_while_the_face_moves():
+    tracker = Tracker(LABELS)
+    frames = [[((BOX[0] + 2 * i, BOX[1] + i, BOX[2], BOX[3]), onehot("happiness"))] for i in range(30)]
+    ids = {f.track_id for faces, _ in run(tracker, frames) for f in faces}
+    assert len(ids) == 1
+
+
+def test_two_faces_get_two_ids_and_ids_are_random_hex():
+    tracker = Tracker(LABELS)
+    frames = [[(BOX, onehot("happiness")), (OTHER_BOX, onehot("sadness"))]] * 5
+    faces, _ = run(tracker, frames)[-1]
+    assert len({f.track_id for f in faces}) == 2
+    assert all(len(f.track_id) == 16 and int(f.track_id, 16) >= 0 for f in faces)
+
+
+def test_a_face_that_leaves_and_returns_gets_a_new_id_and_ids_are_never_reused():
+    s = TrackerSettings()
+    tracker = Tracker(LABELS, s)
+    present = [[(BOX, onehot("neutral"))]] * 10
+    away = [[]] * (seconds(s.max_missed_s) + 2)
+    results = run(tracker, present + away + present + away + present)
+    appeared = [e.track_id for _, events in results for e in events if e.kind == "appeared"]
+    gone = [e.track_id for _, events in results for e in events if e.kind == "gone"]
+    assert len(appeared) == 3 and len(set(appeared)) == 3
+    assert gone == appeared[:2]
+
+
+def test_appeared_only_after_confirmation_so_a_one_frame_false_positive_is_silent():
+    s = TrackerSettings()
+    tracker = Tracker(LABELS, s)
+    results = run(tracker, [[(BOX, onehot("anger"))]] + [[]] * (seconds(s.max_missed_s) + 2))
+    assert all(not events and not faces for faces, events in results)
+    tracker = Tracker(LABELS, s)
+    results = run(tracker, [[(BOX, onehot("anger"))]] * CONFIRM_HITS)
+    assert [e.kind for e in results[CONFIRM_HITS - 1][1]] == ["appeared"]
+    assert results[CONFIRM_HITS - 1][1][0].label == "anger"
+
+
+def test_a_single_frame_blip_does_not_change_the_label():
+    tracker = Tracker(LABELS)
+    frames = [[(BOX, onehot("happiness"))]] * 20 + [[(BOX, onehot("anger", 0.99))]] + [[(BOX, onehot("happiness"))]] * 20
+    results = run(tracker, frames)
+    assert not [e for _, events in results for e in events if e.kind == "changed"]
+    assert all(f.label == "happiness" for faces, _ in results for f in faces)
+
+
+def test_a_held_change_switches_once_after_the_hold_time():
+    s = TrackerSettings()
+    tracker = Tracker(LABELS, s)
+    before, after = 20, seconds(3.0)
+    frames = [[(BOX, onehot("neutral"))]] * before + [[(BOX, onehot("surprise"))]] * after
+    results = run(tracker, frames)
+    changes = [(i, e) for i, (_, events) in enumerate(results) for e in events if e.kind == "changed"]
+    assert len(changes) == 1
+    i, event = changes[0]
+    assert (event.previous_label, event.label) == ("neutral", "surprise")
+    # Not before the hold time has passed since the frame where surprise first led by the margin.
+    assert (i - before) * DT >= s.switch_hold_s
+
+
+def test_flicker_between_two_close_labels_never_switches():
+    tracker = Tracker(LABELS)
+    a, b = onehot("sadness", 0.95), onehot("neutral", 0.95)
+    frames = [[(BOX, onehot("sadness"))]] * 10 + [[(BOX, a if i % 2 else b)] for i in range(60)]
+    results = run(tracker, frames)
+    assert not [e for _, events in results for e in events if e.kind == "changed"]
+
+
+def test_low_confidence_is_reported_as_uncertain():
+    s = TrackerSettings()
+    flat = np.full(len(LABELS), 1 / len(LABELS), np.float32)
+    tracker = Tracker(LABELS, s)
+    faces, _ = run(tracker, [[(BOX, flat)]] * 10)[-1]
+    assert faces[0].label == UNCERTAIN and faces[0].confidence < s.uncertain_below
+
+
+def test_clear_ends_every_confirmed_track():
+    tracker = Tracker(LABELS)
+    run(tracker, [[(BOX, onehot("happiness")), (OTHER_BOX, onehot("fear"))]] * 5)
+    events = tracker.clear(wall=1.0)
+    assert sorted(e.kind for e in events) == ["gone", "gone"]
+    assert tracker.update([], [], 10.0, 10.0) == ([], [])
