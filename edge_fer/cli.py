@@ -1,0 +1,148 @@
+"""``edge-fer``: run the daemon, classify photos, check the config, install the service."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edge_fer import __version__
+from edge_fer.errors import ConfigError, EdgeFerError, ModelError, SourceError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+"""2 is the 'bad config / bad model' code; the unit's RestartPreventExitStatus=2 stops a loop."""
+
+log = logging.getLogger("edge_fer")
+
+
+def _overrides(args) -> dict:
+    pairs = {"source.uri": args.source, "mqtt.host": args.mqtt_host, "mqtt.port": args.mqtt_port,
+             "mqtt.device_id": args.device_id}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def _load(args):
+    import os
+
+    from edge_fer.config import load_config
+
+    return load_config(args.config, _overrides(args), os.environ)
+
+
+def cmd_check_config(args) -> int:
+    from edge_fer.config import dump_config
+
+    cfg = _load(args)
+    print(dump_config(cfg))
+    return EXIT_OK
+
+
+def cmd_run(args) -> int:
+    from edge_fer.service import Daemon, RunLimits
+
+    cfg = _load(args)
+    return Daemon(cfg, RunLimits(args.max_frames, args.duration), reload=lambda: _load(args)).run()
+
+
+def cmd_classify(args) -> int:
+    import cv2
+
+    from edge_fer.classify import ExpressionClassifier
+    from edge_fer.detect import build_detector
+    from edge_fer.model_card import PACKAGED_MODEL
+
+    cfg = _load(args)
+    detector = build_detector(cfg.detector.kind, score_threshold=cfg.detector.score_threshold,
+                              min_face_px=cfg.detector.min_face_px, max_faces=cfg.detector.max_faces,
+                              nms_iou=cfg.detector.nms_iou, num_threads=cfg.classifier.threads,
+                              backend=None if cfg.classifier.interpreter == "auto" else cfg.classifier.interpreter)
+    classifier = ExpressionClassifier(cfg.classifier.model or PACKAGED_MODEL, num_threads=cfg.classifier.threads,
+                                      backend=cfg.classifier.interpreter)
+    status = EXIT_OK
+    for path in args.images:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            print(f"error: cannot read image {path}: missing, unreadable or not an image format OpenCV knows",
+                  file=sys.stderr)
+            status = EXIT_FAILURE
+            continue
+        faces = detector.detect(image)
+        records = []
+        for face, expression in zip(faces, classifier.classify(image, faces)):
+            label, confidence = expression.top(classifier.card.labels)
+            records.append({"box": [round(v) for v in face.box], "label": label, "confidence": round(confidence, 4),
+                            "scores": {name: round(float(p), 4)
+                                       for name, p in zip(classifier.card.labels, expression.probabilities)}})
+        if args.json:
+            print(json.dumps({"image": path, "faces": records}))
+        else:
+            summary = ", ".join(f"{r['label']} {r['confidence']:.2f} at {r['box']}" for r in records) or "no face"
+            print(f"{path}: {summary}")
+    return status
+
+
+def cmd_install_service(args) -> int:
+    from edge_fer.install import install_service
+
+    return install_service(root=Path(args.root), config_source=None)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-fer", description="On-device facial expression recognition: "
+                                     "publishes only anonymized labels.")
+    parser.add_argument("--version", action="version", version=f"edge-fer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", default=None, help="TOML config (default /etc/edge-fer/config.toml if present)")
+        p.add_argument("--source", help="camera/file/stream: picamera, 0, /dev/video0, video.mp4, rtsp://..., "
+                                        "photo.jpg, a folder, builtin:astronaut")
+        p.add_argument("--mqtt-host", help="broker host; unset = JSON lines on stdout")
+        p.add_argument("--mqtt-port", type=int)
+        p.add_argument("--device-id", help="MQTT-safe device id (default: hostname)")
+        p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
+        return p
+
+    p = with_config(sub.add_parser("run", help="run the pipeline (the daemon)"))
+    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = no limit)")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)")
+    p.set_defaults(run=cmd_run)
+
+    p = with_config(sub.add_parser("classify", help="detect and classify faces in photos (local tool; prints boxes)"))
+    p.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(run=cmd_classify)
+
+    p = with_config(sub.add_parser("check-config", help="validate and print the effective config (secrets redacted)"))
+    p.set_defaults(run=cmd_check_config)
+
+    p = sub.add_parser("install-service", help="install the systemd unit, a default config and the service user")
+    p.add_argument("--root", default="/", help="install below this root (packaging, tests)")
+    p.set_defaults(run=cmd_install_service)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from edge_fer.logsetup import setup_logging
+
+    setup_logging(getattr(args, "log_level", None) or "INFO")
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ModelError, SourceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except EdgeFerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
