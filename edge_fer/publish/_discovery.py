@@ -1,0 +1,84 @@
+"""Home Assistant MQTT discovery configs, as pure (topic, payload, retain) builders.
+
+One retained config per entity under ``<ha_prefix>/<component>/<device>_<object>/config``.
+Which entities exist follows the privacy mode: only what that mode publishes is offered.
+Availability reads our JSON ``available`` topic through a template that maps both "stopped"
+and "offline" to unavailable, so a clean stop is not shown as a live sensor.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_fer import __version__
+from edge_fer.publish._payloads import EXPRESSION_OPTIONS, OFFLINE, ONLINE, QOS, Message, Topics
+
+AVAILABILITY_TEMPLATE = "{{ 'online' if value_json.status == 'online' else 'offline' }}"
+EXPIRE_AFTER_HEARTBEATS = 3
+"""A state sensor goes unavailable after this many missed heartbeats (a stuck pipeline)."""
+HA_ONLINE = b"online"
+"""Home Assistant's birth message on ``<ha_prefix>/status``: re-send discovery on it."""
+
+
+@dataclass(frozen=True)
+class _Entity:
+    component: str
+    object_id: str
+    name: str
+    source: str  # the Topics attribute the entity reads: "state" or "aggregate"
+    template: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_ENUM = {"device_class": "enum", "options": list(EXPRESSION_OPTIONS), "icon": "mdi:emoticon-outline"}
+_COUNT = {"state_class": "measurement", "icon": "mdi:account-multiple"}
+_EXPRESSION = _Entity("sensor", "expression", "Expression", "state", "{{ value_json.dominant }}", _ENUM)
+_FACES = _Entity("sensor", "faces", "Faces", "state", "{{ value_json.faces }}", _COUNT)
+_PRESENT = _Entity("binary_sensor", "face_present", "Face present", "state",
+                   "{{ 'ON' if value_json.present else 'OFF' }}",
+                   {"device_class": "occupancy", "payload_on": "ON", "payload_off": "OFF"})
+_WINDOW_EXPRESSION = _Entity("sensor", "window_expression", "Expression (window)", "aggregate",
+                             "{{ value_json.dominant }}", _ENUM)
+_WINDOW_FACES = _Entity("sensor", "window_faces", "Faces (window)", "aggregate", "{{ value_json.tracks }}", _COUNT)
+
+ENTITIES = {
+    "labels": (_EXPRESSION, _FACES, _PRESENT),
+    "presence": (_FACES, _PRESENT),
+    "aggregate": (_WINDOW_EXPRESSION, _WINDOW_FACES),
+}
+
+
+def status_topic(ha_prefix: str) -> str:
+    return f"{ha_prefix}/status"
+
+
+def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str, heartbeat_s: float) -> list[Message]:
+    device = {
+        "identifiers": [f"edge_fer_{device_id}"],
+        "name": f"edge-fer {device_id}",
+        "manufacturer": "edge-fer",
+        "model": "edge-fer expression sensor",
+        "sw_version": __version__,
+    }
+    messages = []
+    for entity in ENTITIES[mode]:
+        payload: dict[str, Any] = {
+            "name": entity.name,
+            "unique_id": f"edge_fer_{device_id}_{entity.object_id}",
+            "state_topic": getattr(topics, entity.source),
+            "value_template": entity.template,
+            "availability_topic": topics.available,
+            "availability_template": AVAILABILITY_TEMPLATE,
+            "payload_available": ONLINE,
+            "payload_not_available": OFFLINE,
+            "qos": QOS,
+            "device": device,
+            "origin": {"name": "edge-fer", "sw_version": __version__},
+            **entity.extra,
+        }
+        if entity.source == "state":
+            payload["expire_after"] = math.ceil(heartbeat_s * EXPIRE_AFTER_HEARTBEATS)
+        topic = f"{ha_prefix}/{entity.component}/{device_id}_{entity.object_id}/config"
+        messages.append(Message("discovery", topic, payload, retain=True))
+    return messages

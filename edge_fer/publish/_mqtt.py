@@ -1,0 +1,241 @@
+"""The MQTT sink: paho-mqtt 2.x, MQTT v5, QoS 1, persistent session, our own bounded buffer.
+
+Why a buffer of our own: while disconnected paho queues without bound (or, capped, refuses the
+NEWEST message); we want a fixed memory bound that drops the OLDEST, counted, and in-order
+delivery across reconnects. The delivery rules, all decided under the outbox lock:
+
+- a message goes to paho only while connected, with at most ``MAX_INFLIGHT`` unacknowledged;
+- after a reconnect paho first re-sends what it still held unacknowledged; nothing new is
+  handed over until those are acknowledged, so order survives the outage.
+
+Connection problems are logged once per change, with the likely fix and never the password.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import ssl
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_fer.config import Config
+from edge_fer.errors import PublishError
+from edge_fer.publish._discovery import HA_ONLINE, status_topic
+from edge_fer.publish._payloads import ONLINE, QOS, STOPPED, Message
+from edge_fer.publish._sink import BufferedSink
+
+log = logging.getLogger("edge_fer.publish.mqtt")
+
+MAX_INFLIGHT = 20
+"""paho's default window; we never hand paho more, so paho never queues on its own."""
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
+"""paho doubles the wait after each failed attempt, from the minimum up to the maximum."""
+SESSION_EXPIRY_S = 3600
+"""The broker keeps our session (and our Home Assistant subscription) across outages this long."""
+STOP_DRAIN_S = 5.0
+"""At stop, how long queued messages may take to reach the broker (an outage may be ending)."""
+AUTH_REASONS = {"Bad user name or password", "Not authorized"}
+PASSWORD_SOURCES = "mqtt.password, EDGE_FER_MQTT__PASSWORD, mqtt.password_file or $CREDENTIALS_DIRECTORY/mqtt_password"
+
+
+def _encode(message: Message) -> bytes:
+    return json.dumps(message.payload, separators=(",", ":")).encode()
+
+
+def _publish_properties(message: Message) -> Properties | None:
+    if message.expiry_s is None:
+        return None
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = message.expiry_s
+    return props
+
+
+def describe_connect_error(exc: BaseException | None) -> str:
+    """One line saying what went wrong and where to look."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS certificate not trusted ({exc.verify_message}); check mqtt.tls_ca_file, "
+                "and that mqtt.host matches the name in the broker's certificate")
+    if isinstance(exc, ssl.SSLError):
+        return (f"TLS handshake failed: {exc.reason or exc} "
+                "(is this a TLS port, and is the client certificate accepted?)")
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running and listening on this port?)"
+    if isinstance(exc, socket.gaierror):
+        return f"host name not found ({exc.strerror})"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return "no answer (timed out)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def describe_refusal(reason: ReasonCode) -> str:
+    name = reason.getName()
+    if name in AUTH_REASONS:
+        return f"{name}; check mqtt.username and the password ({PASSWORD_SOURCES})"
+    if name == "Client identifier not valid":
+        return f"{name}; check mqtt.client_id"
+    return name
+
+
+class MqttSink(BufferedSink):
+    """Publishes to one broker; survives outages by buffering (see the module docstring)."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time,
+                 reconnect_s: tuple[int, int] = (RECONNECT_MIN_S, RECONNECT_MAX_S),
+                 stop_timeout_s: float = STOP_DRAIN_S):
+        super().__init__(cfg, clock)
+        self._cfg = cfg.mqtt
+        self._address = f"{cfg.mqtt.host}:{cfg.mqtt.port}"
+        self._ha_status = status_topic(cfg.homeassistant.prefix) if cfg.homeassistant.discovery else None
+        self._stop_timeout_s = stop_timeout_s
+        self._connected = False
+        self._unacked = 0  # handed to paho, not yet acknowledged by the broker
+        self._resync = False  # reconnected; paho is re-sending what it held
+        self._stopping = False
+        self._last_problem: str | None = None
+        self._client = self._make_client(reconnect_s)
+        self._sender = threading.Thread(target=self._send_loop, name="edge-fer-mqtt-send", daemon=True)
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _make_client(self, reconnect_s: tuple[int, int]) -> mqtt.Client:
+        m = self._cfg
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, protocol=mqtt.MQTTv5)
+        will = self.stream.last_will()
+        client.will_set(will.topic, _encode(will), will.qos, will.retain)
+        if m.username:
+            client.username_pw_set(m.username, m.password or None)
+        if m.tls_ca_file:
+            self._set_tls(client)
+        client.reconnect_delay_set(*reconnect_s)
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _set_tls(self, client: mqtt.Client) -> None:
+        m = self._cfg
+        try:
+            client.tls_set(ca_certs=m.tls_ca_file, certfile=m.tls_cert_file or None,
+                           keyfile=m.tls_key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+        except (ssl.SSLError, OSError) as exc:
+            raise PublishError(f"cannot load the TLS files (mqtt.tls_ca_file, mqtt.tls_cert_file, "
+                               f"mqtt.tls_key_file): {exc}") from exc
+        client.tls_insecure_set(m.tls_insecure)
+
+    # --- the Sink interface ---------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def start(self) -> None:
+        """Returns at once: connecting, and retrying with backoff, happen in paho's thread."""
+        self._sender.start()
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._client.connect_async(self._cfg.host, self._cfg.port, self._cfg.keepalive_s,
+                                   clean_start=False, properties=props)
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.outbox.wait_until(lambda: self._connected, timeout)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until the broker has acknowledged everything queued so far."""
+        return self.outbox.wait_until(self._delivered, timeout)
+
+    def stop(self, reason: str = STOPPED) -> None:
+        """Idempotent: a second call finds nothing to send and nothing to close."""
+        self.outbox.push(lambda: self.stream.available(STOPPED, reason))
+        if not self.flush(self._stop_timeout_s):
+            log.warning("stopping with %d message(s) not delivered to MQTT broker %s",
+                        len(self.outbox) + self._unacked, self._address)
+        self._stopping = True
+        self.outbox.close()
+        if self._sender.is_alive():
+            self._sender.join()
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- delivery -------------------------------------------------------------------------------
+
+    def _ready(self) -> bool:
+        return self._connected and not self._resync and self._unacked < MAX_INFLIGHT
+
+    def _delivered(self) -> bool:
+        return len(self.outbox) == 0 and self._unacked == 0
+
+    def _send_loop(self) -> None:
+        while True:
+            with self.outbox.cond:
+                message = self.outbox.take(self._ready)
+                if message is None:
+                    return
+                self._unacked += 1
+            self._client.publish(message.topic, _encode(message), message.qos, message.retain,
+                                 properties=_publish_properties(message))
+
+    # --- paho callbacks (paho's network thread) -------------------------------------------------
+
+    def _report(self, level: int, problem: str) -> None:
+        """Log a connection problem once, not at every retry of a long outage."""
+        if problem != self._last_problem:
+            log.log(level, problem)
+            self._last_problem = problem
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                    reason: ReasonCode, properties: Properties | None) -> None:
+        if reason.is_failure:  # return early: a refused connection is not a connection
+            self._report(logging.ERROR, f"MQTT broker {self._address} refused the connection: "
+                                        f"{describe_refusal(reason)}; retrying with backoff")
+            return
+        self._last_problem = None
+        log.info("connected to MQTT broker %s (%s session)", self._address,
+                 "resumed" if flags.session_present else "new")
+        if self._ha_status:
+            client.subscribe(self._ha_status, qos=QOS)
+        with self.outbox.cond:  # one step: nothing is sent as connected before "online" is queued
+            self._connected = True
+            self._resync = self._unacked > 0
+            self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        exc = sys.exc_info()[1]  # paho calls this from inside its ``except OSError``
+        level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
+        self._report(level, f"cannot connect to MQTT broker {self._address}: "
+                            f"{describe_connect_error(exc)}; retrying with backoff")
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
+                       reason: ReasonCode, properties: Properties | None) -> None:
+        with self.outbox.cond:
+            was_connected, self._connected = self._connected, False
+        if was_connected and not self._stopping:
+            log.warning("lost MQTT broker %s (%s); buffering up to %d messages until it is back",
+                        self._address, reason.getName(), self.outbox.capacity)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
+                    properties: Properties) -> None:
+        if reason.is_failure:
+            self._report(logging.WARNING, f"MQTT broker {self._address} rejected a message: {reason.getName()}")
+        with self.outbox.cond:
+            self._unacked = max(0, self._unacked - 1)
+            if self._unacked == 0:
+                self._resync = False
+            self.outbox.cond.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self._ha_status and message.payload == HA_ONLINE:
+            log.info("Home Assistant is online: re-sending discovery")
+            self.outbox.push(self.stream.discovery)

@@ -1,0 +1,102 @@
+"""The sink interface, its buffered base, and the two brokerless sinks (memory, stdout)."""
+from __future__ import annotations
+
+import abc
+import json
+import sys
+import threading
+import time
+from typing import Callable, TextIO
+
+from edge_fer.config import Config
+from edge_fer.messages import FrameResult, PipelineStats
+from edge_fer.publish._outbox import Outbox
+from edge_fer.publish._payloads import ONLINE, STOPPED, Message, SinkCounters
+from edge_fer.publish._stream import MessageStream
+
+
+class Sink(abc.ABC):
+    """Where results go. ``publish_frame`` and ``publish_stats`` never block the camera loop."""
+
+    @abc.abstractmethod
+    def start(self) -> None: ...
+
+    @abc.abstractmethod
+    def publish_frame(self, result: FrameResult) -> None: ...
+
+    @abc.abstractmethod
+    def publish_stats(self, stats: PipelineStats) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self, reason: str = STOPPED) -> None:
+        """Announce ``available=stopped`` (with ``reason``), deliver what is queued, release."""
+
+
+class MemorySink(Sink):
+    """Keeps every message in ``messages``: the test seam for code that publishes."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time):
+        self.stream = MessageStream(cfg, clock)
+        self.messages: list[Message] = []
+
+    def start(self) -> None:
+        self.messages += self.stream.available(ONLINE) + self.stream.discovery()
+
+    def publish_frame(self, result: FrameResult) -> None:
+        self.messages += self.stream.frame(result)
+
+    def publish_stats(self, stats: PipelineStats) -> None:
+        self.messages += self.stream.stats(stats, SinkCounters(0, 0, connected=True))
+
+    def stop(self, reason: str = STOPPED) -> None:
+        self.messages += self.stream.available(STOPPED, reason)
+
+
+class BufferedSink(Sink):
+    """Queues messages in an ``Outbox`` for a delivery thread that subclasses provide."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time):
+        self.stream = MessageStream(cfg, clock)
+        self.outbox = Outbox(cfg.mqtt.buffer_size)
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool: ...
+
+    def publish_frame(self, result: FrameResult) -> None:
+        self.outbox.push(lambda: self.stream.frame(result))
+
+    def publish_stats(self, stats: PipelineStats) -> None:
+        self.outbox.push(lambda: self.stream.stats(
+            stats, SinkCounters(len(self.outbox), self.outbox.dropped, self.connected)))
+
+
+class StdoutSink(BufferedSink):
+    """One JSON line per message, ``{"topic": ..., "payload": {...}}``: the no-broker mode.
+
+    A writer thread does the writing, so a slow reader of stdout (journald) cannot stall frames.
+    """
+
+    def __init__(self, cfg: Config, out: TextIO | None = None, clock: Callable[[], float] = time.time):
+        super().__init__(cfg, clock)
+        self._out = out or sys.stdout
+        self._writer = threading.Thread(target=self._write_loop, name="edge-fer-stdout", daemon=True)
+
+    @property
+    def connected(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
+        self._writer.start()
+
+    def _write_loop(self) -> None:
+        while (message := self.outbox.take()) is not None:
+            self._out.write(json.dumps({"topic": message.topic, "payload": message.payload}) + "\n")
+            self._out.flush()
+
+    def stop(self, reason: str = STOPPED) -> None:
+        self.outbox.push(lambda: self.stream.available(STOPPED, reason))
+        self.outbox.close()
+        if self._writer.is_alive():
+            self._writer.join()

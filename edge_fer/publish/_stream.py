@@ -1,0 +1,83 @@
+"""Turn pipeline output into the messages one privacy mode allows, numbered in one sequence.
+
+The per-device state both sinks need lives here and nowhere else: the ``seq`` counter, the last
+state (to publish on change and as a heartbeat) and the aggregate window. Not thread-safe: a
+sink calls it under its own lock, so that ``seq`` order is queue order.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+from edge_fer.config import Config
+from edge_fer.messages import FrameResult, PipelineStats
+from edge_fer.publish import _payloads as p
+from edge_fer.publish._aggregate import AggregateWindow
+from edge_fer.publish._discovery import discovery
+
+STATE_EXPIRY_HEARTBEATS = 3
+"""A retained state expires on the broker after this many heartbeats: a consumer arriving
+after the daemon died sees no stale faces."""
+AGGREGATE_EXPIRY_WINDOWS = 2
+
+
+class MessageStream:
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time):
+        self.topics = p.Topics.of(cfg.mqtt.prefix, cfg.mqtt.device_id)
+        self._cfg = cfg
+        self._clock = clock
+        self._mode = cfg.privacy.mode
+        self._heartbeat_s = cfg.mqtt.state_heartbeat_s
+        self._aggregate = AggregateWindow(cfg.privacy.aggregate_window_s, cfg.privacy.k_min)
+        self._seq = 0
+        self._state: dict[str, Any] | None = None
+        self._state_sent_at = -math.inf
+        self._state_changed_at = 0.0
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def available(self, status: str, reason: str | None = None) -> list[p.Message]:
+        return [p.available(self.topics, status, self._next_seq(), self._clock(), reason)]
+
+    def last_will(self) -> p.Message:
+        return p.last_will(self.topics)
+
+    def discovery(self) -> list[p.Message]:
+        ha = self._cfg.homeassistant
+        if not ha.discovery:
+            return []
+        return discovery(ha.prefix, self.topics, self._cfg.mqtt.device_id, self._mode, self._heartbeat_s)
+
+    def frame(self, result: FrameResult) -> list[p.Message]:
+        if self._mode == "aggregate":
+            return self._aggregate_window(result)
+        messages = []
+        if self._mode == "labels":
+            messages = [p.expression(self.topics, event, self._next_seq()) for event in result.events]
+        return messages + self._state_update(result)
+
+    def _state_update(self, result: FrameResult) -> list[p.Message]:
+        """A state message when the content changed, or as a heartbeat when it did not."""
+        now = result.timestamp
+        content = p.state_content(result.faces, with_labels=self._mode == "labels")
+        if content != self._state:
+            self._state, self._state_changed_at = content, now
+        elif now - self._state_sent_at < self._heartbeat_s:
+            return []
+        self._state_sent_at = now
+        expiry = math.ceil(self._heartbeat_s * STATE_EXPIRY_HEARTBEATS)
+        return [p.state(self.topics, content, self._next_seq(), now, self._state_changed_at, expiry)]
+
+    def _aggregate_window(self, result: FrameResult) -> list[p.Message]:
+        closed = self._aggregate.add(result)
+        if closed is None:
+            return []
+        expiry = math.ceil(self._aggregate.window_s * AGGREGATE_EXPIRY_WINDOWS)
+        return [p.aggregate(self.topics, closed.start, closed.end, closed.labels, self._next_seq(),
+                            result.timestamp, expiry)]
+
+    def stats(self, stats: PipelineStats, sink: p.SinkCounters) -> list[p.Message]:
+        return [p.stats(self.topics, stats, sink, self._mode, self._next_seq(), self._clock())]

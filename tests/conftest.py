@@ -1,0 +1,2 @@
+"""Shared fixtures. The real-broker MQTT fixtures live in mqtt_broker.py."""
+from mqtt_broker import mqtt_broker, mqtt_subscriber  # noqa: F401  (pytest fixtures)

@@ -1,0 +1,193 @@
+"""Config: defaults, precedence, secrets, dump, and clear errors for bad configs."""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pytest
+
+from edge_fer import config as config_module
+from edge_fer.config import SECTIONS, Config, dump_config, load_config
+from edge_fer.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "s3cret-Pa55"
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_missing_default_file_means_all_defaults(monkeypatch, tmp_path):
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(tmp_path / "absent.toml"))
+    cfg = load_config(None, {}, {})
+    defaults = Config()
+    assert cfg == replace(defaults, mqtt=replace(defaults.mqtt, client_id=f"edge-fer-{defaults.mqtt.device_id}"))
+
+
+def test_missing_explicit_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="absent.toml: not found"):
+        load_config(str(tmp_path / "absent.toml"), {}, {})
+
+
+def test_default_device_id_is_topic_safe(monkeypatch):
+    monkeypatch.setattr(config_module.socket, "gethostname", lambda: "Kiosk 3.Lobby/+#")
+    assert config_module.default_device_id() == "kiosk-3-lobby"
+    monkeypatch.setattr(config_module.socket, "gethostname", lambda: "...")
+    assert config_module.default_device_id() == "edge-fer"
+
+
+def test_file_then_env_then_cli(tmp_path):
+    path = write(tmp_path, "[mqtt]\nport = 1000\nhost = 'file'\n")
+    env = {"EDGE_FER_MQTT__PORT": "2000", "EDGE_FER_SOURCE__LOOP": "off"}
+    assert load_config(path, {}, {}).mqtt.port == 1000
+    assert load_config(path, {}, env).mqtt.port == 2000
+    cfg = load_config(path, {"mqtt.port": 3000, "mqtt.host": None, "source.uri": "file.mp4"}, env)
+    assert (cfg.mqtt.port, cfg.mqtt.host, cfg.source.uri, cfg.source.loop) == (3000, "file", "file.mp4", False)
+
+
+def test_env_and_cli_strings_are_parsed_to_the_key_type():
+    cfg = load_config(None, {"mqtt.port": "8883", "detector.score_threshold": "0.7"},
+                      {"EDGE_FER_HOMEASSISTANT__DISCOVERY": "yes", "EDGE_FER_TRACKER__SMOOTHING_S": "1",
+                       "EDGE_FER_CONFIG": "/not/a/config/key"})
+    assert cfg.mqtt.port == 8883 and cfg.detector.score_threshold == 0.7
+    assert cfg.homeassistant.discovery is True and cfg.tracker.smoothing_s == 1.0
+
+
+def test_int_given_for_float_is_accepted(tmp_path):
+    assert load_config(write(tmp_path, "[source]\nfps = 15\n"), {}, {}).source.fps == 15.0
+
+
+@pytest.mark.parametrize("where", ["config", "env", "password_file", "credential"])
+def test_password_sources_and_redaction(tmp_path, where):
+    env = {"EDGE_FER_MQTT__USERNAME": "fer"}
+    text = "[mqtt]\n"
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(SECRET + "\n")
+    if where == "config":
+        text += f"password = '{SECRET}'\n"
+    elif where == "env":
+        env["EDGE_FER_MQTT__PASSWORD"] = SECRET
+    elif where == "password_file":
+        text += f"password_file = '{secret_file}'\n"
+    else:
+        (tmp_path / "creds").mkdir()
+        (tmp_path / "creds" / "mqtt_password").write_text(SECRET)
+        env["CREDENTIALS_DIRECTORY"] = str(tmp_path / "creds")
+    cfg = load_config(write(tmp_path, text), {}, env)
+    assert cfg.mqtt.password == SECRET
+    assert SECRET not in repr(cfg) and SECRET not in str(cfg.mqtt)
+    dumped = dump_config(cfg)
+    assert SECRET not in dumped and 'password = "***"' in dumped
+
+
+def test_errors_never_show_the_password(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, f"[mqtt]\npassword = '{SECRET}'\n"), {}, {"EDGE_FER_MQTT__PASSWORD": "x" * 3})
+    assert "mqtt.username" in str(err.value) and SECRET not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "[mqtt]\npassword = 12345678\n"), {}, {})
+    assert "mqtt.password = ***" in str(err.value) and "12345678" not in str(err.value)
+
+
+def test_dump_round_trips_through_toml(tmp_path):
+    cfg = load_config(None, {"mqtt.host": 'bro"ker', "privacy.mode": "presence"}, {})
+    assert load_config(write(tmp_path, dump_config(cfg)), {}, {}) == cfg
+
+
+def test_all_problems_are_reported_at_once(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "[mqtt]\nport = 0\nkeepalive_s = 1\n[detector]\nkind = 'x'\n"), {},
+                    {"EDGE_FER_PRIVACY__K_MIN": "0"})
+    assert len(err.value.problems) == 4
+
+
+EXISTING = "{existing}"
+BAD_CONFIGS = [
+    ("[mqtt]\nport = 0", r"mqtt\.port = 0 .*allowed 1 to 65535"),
+    ("[mqtt]\nport = 70000", r"mqtt\.port = 70000 .*out of range"),
+    ("[mqtt]\nport = '1883'", r"mqtt\.port = \"1883\" .*must be an integer"),
+    ("[mqtt]\nkeepalive_s = 1.5", r"mqtt\.keepalive_s = 1\.5 .*must be an integer"),
+    ("[mqtt]\nhots = 'x'", r"mqtt\.hots .*unknown key; did you mean mqtt\.host\?"),
+    ("[mqttt]\nhost = 'x'", r"mqttt\.host .*unknown section 'mqttt'; did you mean mqtt\?"),
+    ("mqtt = 'x'", r"mqtt .*must be a \[mqtt\] table"),
+    ("[mqtt]\ndevice_id = 'pi kitchen'", r"mqtt\.device_id = \"pi kitchen\" .*no spaces"),
+    ("[mqtt]\ndevice_id = 'a/b'", r"mqtt\.device_id = \"a/b\""),
+    ("[mqtt]\ndevice_id = 'cam+'", r"mqtt\.device_id = \"cam\+\""),
+    ("[mqtt]\ndevice_id = '#'", r"mqtt\.device_id = \"#\""),
+    ("[mqtt]\ndevice_id = ''", r"mqtt\.device_id = \"\" .*must not be empty"),
+    ("[mqtt]\ndevice_id = '" + "d" * 65 + "'", r"mqtt\.device_id = .*at most 64 characters"),
+    ("[mqtt]\nprefix = 'home/+/fer'", r"mqtt\.prefix = \"home/\+/fer\""),
+    ("[mqtt]\nprefix = 'home/'", r"mqtt\.prefix = \"home/\""),
+    ("[mqtt]\nbuffer_size = 5", r"mqtt\.buffer_size = 5 .*allowed 10 to 1e\+06"),
+    ("[mqtt]\ntls_ca_file = '/nonexistent/ca.pem'", r"mqtt\.tls_ca_file = \"/nonexistent/ca\.pem\" .*not found"),
+    ("[mqtt]\npassword_file = '/nonexistent/pw'", r"mqtt\.password_file = .*not found"),
+    ("[mqtt]\ntls_ca_file = '{existing}'\ntls_cert_file = '{existing}'", r"mqtt\.tls_cert_file and mqtt\.tls_key_file"),
+    ("[mqtt]\ntls_insecure = true", r"mqtt\.tls_insecure = true: needs mqtt\.tls_ca_file"),
+    ("[mqtt]\nusername = 'u'\npassword = 'p'\npassword_file = '{existing}'", r"mqtt\.password and mqtt\.password_file"),
+    ("[mqtt]\npassword = 'p'", r"mqtt\.username: must be set"),
+    ("[detector]\nkind = 'yolo'", r"detector\.kind = \"yolo\" .*one of blazeface-short, blazeface-full, haar"),
+    ("[detector]\nscore_threshold = 1.5", r"detector\.score_threshold = 1\.5 .*allowed 0 to 1"),
+    ("[detector]\nmax_faces = 0", r"detector\.max_faces = 0"),
+    ("[classifier]\ninterpreter = 'tensorflow'", r"classifier\.interpreter = \"tensorflow\" .*auto"),
+    ("[classifier]\nthreads = 9", r"classifier\.threads = 9 .*allowed 1 to 8"),
+    ("[classifier]\nmodel = '/nonexistent/m.tflite'", r"classifier\.model = .*not found"),
+    ("[tracker]\nsmoothing_s = -1", r"tracker\.smoothing_s = -1 .*allowed 0 to 10"),
+    ("[source]\nstall_timeout_s = 0.1", r"source\.stall_timeout_s = 0\.1 .*allowed 0\.5 to 300"),
+    ("[source]\nloop = 'yes'", r"source\.loop = \"yes\" .*must be true or false"),
+    ("[source]\nuri = ''", r"source\.uri = \"\" .*must not be empty"),
+    ("[privacy]\nmode = 'anonymous'", r"privacy\.mode = \"anonymous\" .*labels, aggregate, presence"),
+    ("[privacy]\nk_min = 0", r"privacy\.k_min = 0 .*allowed 1 to 1000"),
+    ("[service]\nlog_level = 'LOUD'", r"service\.log_level = \"LOUD\" .*DEBUG, INFO"),
+    ("[service]\nstate_dir = 'var/lib'", r"service\.state_dir = \"var/lib\" .*absolute"),
+    ("[homeassistant]\nprefix = 'edge-fer'", r"mqtt\.prefix = \"edge-fer\": must differ from homeassistant\.prefix"),
+    ("[mqtt\nhost = 1", r"config file .*config\.toml"),
+]
+
+
+@pytest.mark.parametrize("text, expected", BAD_CONFIGS, ids=[b[1].split(" ")[0].replace("\\", "") for b in BAD_CONFIGS])
+def test_bad_config_names_the_key_value_and_what_is_allowed(tmp_path, text, expected):
+    existing = tmp_path / "exists.pem"
+    existing.write_text("x")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text.replace(EXISTING, str(existing))), {}, {})
+    assert any(re.search(expected, p) for p in err.value.problems), err.value.problems
+
+
+@pytest.mark.parametrize("env, overrides, expected", [
+    ({"EDGE_FER_MQTT__PORT": "abc"}, {}, r"mqtt\.port = \"abc\" \(from env EDGE_FER_MQTT__PORT\): must be an integer"),
+    ({"EDGE_FER_MQTT__HOSTT": "x"}, {}, r"mqtt\.hostt \(from env EDGE_FER_MQTT__HOSTT\): .*did you mean mqtt\.host"),
+    ({"EDGE_FER_SOURCE__LOOP": "maybe"}, {}, r"source\.loop = \"maybe\" .*true or false"),
+    ({}, {"mqtt.device_id": "a b"}, r"mqtt\.device_id = \"a b\" \(from the command line\)"),
+    ({}, {"mqtt.hots": "x"}, r"mqtt\.hots \(from the command line\): unknown key; did you mean mqtt\.host"),
+])
+def test_bad_env_and_cli_values_name_their_origin(env, overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides, env)
+    assert any(re.search(expected, p) for p in err.value.problems), err.value.problems
+
+
+def test_example_config_lists_every_key_with_its_default():
+    """config.example.toml shows each key, commented out as ``#key = default``, in its section."""
+    listed: dict[str, str] = {}
+    section = ""
+    for line in (REPO / "config.example.toml").read_text().splitlines():
+        if m := re.fullmatch(r"\[(\w+)\]", line):
+            section = m.group(1)
+        elif m := re.fullmatch(r"#(\w+) = (.+)", line):
+            listed[f"{section}.{m.group(1)}"] = m.group(2)
+    defaults = Config()
+    expected = {f"{s}.{f.name}": getattr(getattr(defaults, s), f.name) for s in SECTIONS for f in fields(SECTIONS[s])}
+    assert listed.keys() == expected.keys()
+    for key, text in listed.items():
+        if key != "mqtt.device_id":  # shown as "<hostname>"
+            assert tomllib.loads(f"v = {text}")["v"] == expected[key], key

@@ -1,0 +1,193 @@
+"""Message building and the brokerless sinks: what is published, when, in which order."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+
+import jsonschema
+import pytest
+
+import edge_fer.publish as publish
+from edge_fer import LABELS
+from edge_fer.config import load_config
+from edge_fer.messages import UNCERTAIN, FrameResult, PipelineStats, TrackedFace, TrackEvent
+from edge_fer.publish import MemorySink, Message, MqttSink, StdoutSink, build_sink, load_schema
+from edge_fer.publish._discovery import AVAILABILITY_TEMPLATE, EXPIRE_AFTER_HEARTBEATS
+from edge_fer.publish._outbox import Outbox
+from edge_fer.publish._payloads import dominant, iso_ts
+from edge_fer.publish._stream import STATE_EXPIRY_HEARTBEATS, MessageStream
+
+T0 = 1_700_000_000.0
+DT = 1 / 15
+STATS = PipelineStats(fps=14.9, frames=900, dropped_frames=3, inference_ms=8.25, detect_ms=4.5, uptime_s=60.0,
+                      interpreter="ai-edge-litert")
+
+
+def make_cfg(**overrides):
+    """``make_cfg(mqtt__port=1)`` sets mqtt.port."""
+    dotted = {k.replace("__", "."): v for k, v in overrides.items()}
+    return load_config(os.devnull, {"mqtt.device_id": "kiosk-1", **dotted}, {})
+
+
+def validate(message: Message) -> None:
+    jsonschema.validate(message.payload, load_schema(message.kind), cls=jsonschema.Draft202012Validator)
+
+
+def appeared(tid: str, label: str, t: float) -> TrackEvent:
+    return TrackEvent("appeared", tid, label, 0.8, None, t)
+
+
+def test_exports_are_pinned():
+    assert sorted(publish.__all__) == sorted(["Sink", "MqttSink", "StdoutSink", "MemorySink", "Message", "Topics",
+                                              "build_sink", "load_schema", "SCHEMA_KINDS"])
+
+
+def test_labels_mode_sends_events_and_state_in_one_sequence():
+    stream = MessageStream(make_cfg(), clock=lambda: T0)
+    a_happy = TrackedFace("a1", "happiness", 0.9)
+    out = stream.frame(FrameResult(T0, [a_happy], [appeared("a1", "happiness", T0)]))
+    out += stream.frame(FrameResult(T0 + DT, [a_happy]))  # nothing changed, no heartbeat due
+    a_sad = TrackedFace("a1", "sadness", 0.7)
+    out += stream.frame(FrameResult(T0 + 2 * DT, [a_sad], [TrackEvent("changed", "a1", "sadness", 0.7, "happiness",
+                                                                      T0 + 2 * DT)]))
+    gone = TrackEvent("gone", "a1", "sadness", 0.7, None, T0 + 3 * DT, 0.2)
+    out += stream.frame(FrameResult(T0 + 3 * DT, [], [gone]))
+    out += stream.stats(STATS, publish._payloads.SinkCounters(0, 0, True))
+    assert [m.kind for m in out] == ["expression", "state", "expression", "state", "expression", "state", "stats"]
+    assert [m.payload["seq"] for m in out] == list(range(1, 8))
+    for m in out:
+        validate(m)
+    assert out[2].payload | {"seq": 0, "ts": ""} == {
+        "schema": 1, "seq": 0, "ts": "", "event": "changed", "track": "a1", "label": "sadness",
+        "confidence": 0.7, "previous": "happiness", "duration_s": 0.0}
+    assert out[5].payload["dominant"] == "none" and out[5].payload["faces"] == 0
+    assert out[1].payload["counts"] == {**{label: 0 for label in LABELS}, UNCERTAIN: 0, "happiness": 1}
+    assert out[1].retain and not out[0].retain and all(m.qos == 1 for m in out)
+
+
+def test_unchanged_state_is_resent_as_heartbeat():
+    cfg = make_cfg(mqtt__state_heartbeat_s=2.0)
+    stream = MessageStream(cfg)
+    frames = int(cfg.mqtt.state_heartbeat_s / DT) + 2
+    face = [TrackedFace("a1", "neutral", 0.9)]
+    sent = [i for i in range(frames) if stream.frame(FrameResult(T0 + i * DT, face))]
+    first_beat = next(i for i in range(frames) if i * DT >= cfg.mqtt.state_heartbeat_s)
+    assert sent == [0, first_beat]
+
+
+def test_state_updated_at_is_the_last_change_and_retained_state_expires():
+    cfg = make_cfg()
+    stream = MessageStream(cfg)
+    face = [TrackedFace("a1", "neutral", 0.9)]
+    first = stream.frame(FrameResult(T0, face))[0]
+    beat = stream.frame(FrameResult(T0 + cfg.mqtt.state_heartbeat_s, face))[0]
+    assert beat.payload["updated_at"] == first.payload["updated_at"] == iso_ts(T0)
+    assert beat.payload["ts"] == iso_ts(T0 + cfg.mqtt.state_heartbeat_s)
+    assert beat.expiry_s == cfg.mqtt.state_heartbeat_s * STATE_EXPIRY_HEARTBEATS
+
+
+def test_dominant_is_the_most_frequent_label_then_the_most_confident():
+    faces = [TrackedFace("a", "happiness", 0.6), TrackedFace("b", "neutral", 0.9), TrackedFace("c", "happiness", 0.5)]
+    assert dominant(faces) == "happiness"
+    assert dominant(faces[:2]) == "neutral"
+    assert dominant([]) == "none"
+
+
+def test_iso_timestamps_are_utc_milliseconds():
+    assert iso_ts(0.0) == "1970-01-01T00:00:00.000Z"
+    assert iso_ts(T0 + 0.1234) == "2023-11-14T22:13:20.123Z"
+
+
+def test_available_and_last_will_payloads():
+    stream = MessageStream(make_cfg(), clock=lambda: T0)
+    online, stopped = stream.available("online") + stream.available("stopped", "source stalled")
+    will = stream.last_will()
+    for m in (online, stopped, will):
+        validate(m)
+        assert m.topic == "edge-fer/kiosk-1/available" and m.retain and m.qos == 1
+    assert stopped.payload["reason"] == "source stalled"
+    assert will.payload == {"schema": 1, "seq": None, "ts": None, "status": "offline"}
+
+
+@pytest.mark.parametrize("mode, objects", [
+    ("labels", ["sensor/kiosk-1_expression", "sensor/kiosk-1_faces", "binary_sensor/kiosk-1_face_present"]),
+    ("presence", ["sensor/kiosk-1_faces", "binary_sensor/kiosk-1_face_present"]),
+    ("aggregate", ["sensor/kiosk-1_window_expression", "sensor/kiosk-1_window_faces"]),
+])
+def test_discovery_offers_only_what_the_mode_publishes(mode, objects):
+    cfg = make_cfg(homeassistant__discovery=True, privacy__mode=mode)
+    configs = MessageStream(cfg).discovery()
+    assert [m.topic for m in configs] == [f"homeassistant/{o}/config" for o in objects]
+    for m in configs:
+        validate(m)
+        assert m.retain
+        assert m.payload["availability_topic"] == "edge-fer/kiosk-1/available"
+        assert m.payload["availability_template"] == AVAILABILITY_TEMPLATE
+        assert m.payload["unique_id"].startswith("edge_fer_kiosk-1_")
+        assert m.payload["device"]["identifiers"] == ["edge_fer_kiosk-1"]
+        if m.payload.get("device_class") == "enum":
+            assert m.payload["options"] == [*LABELS, "uncertain", "none"]
+        if m.payload["state_topic"].endswith("/state"):  # heartbeated: unavailable when it stops
+            assert m.payload["expire_after"] == cfg.mqtt.state_heartbeat_s * EXPIRE_AFTER_HEARTBEATS
+        else:
+            assert "expire_after" not in m.payload
+
+
+def test_no_discovery_unless_enabled():
+    assert MessageStream(make_cfg()).discovery() == []
+
+
+def test_stdout_sink_writes_one_json_line_per_message():
+    out = io.StringIO()
+    sink = StdoutSink(make_cfg(), out=out)
+    sink.start()
+    sink.publish_frame(FrameResult(T0, [TrackedFace("a1", "surprise", 0.8)], [appeared("a1", "surprise", T0)]))
+    sink.publish_stats(STATS)
+    sink.stop()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert all(set(line) == {"topic", "payload"} for line in lines)
+    assert [line["topic"].rsplit("/", 1)[1] for line in lines] == ["available", "expression", "state", "stats",
+                                                                   "available"]
+    assert lines[0]["payload"]["status"] == "online" and lines[-1]["payload"]["status"] == "stopped"
+    assert [line["payload"]["seq"] for line in lines] == [1, 2, 3, 4, 5]
+
+
+def test_memory_sink_records_the_same_messages():
+    sink = MemorySink(make_cfg(homeassistant__discovery=True))
+    sink.start()
+    sink.publish_frame(FrameResult(T0, [TrackedFace("a1", "fear", 0.8)], [appeared("a1", "fear", T0)]))
+    sink.publish_stats(STATS)
+    sink.stop("test over")
+    assert [m.kind for m in sink.messages] == ["available", "discovery", "discovery", "discovery", "expression",
+                                               "state", "stats", "available"]
+    for m in sink.messages:
+        validate(m)
+
+
+def test_build_sink_picks_stdout_without_host_and_mqtt_with_one():
+    assert isinstance(build_sink(make_cfg()), StdoutSink)
+    assert isinstance(build_sink(make_cfg(mqtt__host="127.0.0.1")), MqttSink)
+
+
+def test_outbox_drops_the_oldest_and_counts_them():
+    box = Outbox(capacity=10)
+    box.push(lambda: [Message("state", "t", {"seq": i}, retain=False) for i in range(25)])
+    assert len(box) == 10 and box.dropped == 15
+    box.close()
+    assert [box.take().payload["seq"] for _ in range(10)] == list(range(15, 25))
+    assert box.take() is None
+
+
+def test_publish_frame_never_blocks_while_the_broker_is_unreachable():
+    sink = MqttSink(make_cfg(mqtt__host="127.0.0.1", mqtt__port=1, mqtt__buffer_size=10), stop_timeout_s=0.1)
+    sink.start()
+    t = time.perf_counter()
+    for i in range(2000):
+        sink.publish_frame(FrameResult(T0 + i * DT, [TrackedFace("a1", LABELS[i % 7], 0.9)]))
+    elapsed = time.perf_counter() - t
+    sink.publish_stats(STATS)
+    sink.stop()
+    assert elapsed < 1.0, f"2000 frames took {elapsed:.3f} s"
+    assert len(sink.outbox) == 10 and sink.outbox.dropped >= 2000 - 10

@@ -1,0 +1,234 @@
+"""MqttSink against a real mosquitto: topics, schemas, outages, buffer bound, will, discovery."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonschema
+import pytest
+
+from edge_fer import LABELS
+from edge_fer.config import Config, load_config
+from edge_fer.messages import FrameResult, PipelineStats, TrackedFace, TrackEvent
+from edge_fer.publish import MqttSink, load_schema
+from mqtt_broker import Broker, Received
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_RECONNECT_S = (1, 2)
+WAIT_S = 15.0
+FPS = 20
+STATS = PipelineStats(fps=19.8, frames=100, dropped_frames=1, inference_ms=9.1, detect_ms=5.2, uptime_s=5.0,
+                      interpreter="ai-edge-litert")
+KIND_BY_TOPIC = {"available": "available", "expression": "expression", "state": "state", "stats": "stats",
+                 "aggregate": "aggregate"}
+
+
+@pytest.fixture
+def make_cfg(mqtt_broker: Broker):
+    def make(**overrides: Any) -> Config:
+        return load_config(os.devnull, {
+            "mqtt.host": mqtt_broker.host, "mqtt.port": mqtt_broker.port, "mqtt.device_id": "dev1",
+            "mqtt.prefix": f"t{uuid.uuid4().hex[:10]}", **{k.replace("__", "."): v for k, v in overrides.items()}}, {})
+    return make
+
+
+@pytest.fixture
+def sinks() -> Iterator[list[MqttSink]]:
+    """Sinks a test made, stopped at the end (stop is idempotent)."""
+    made: list[MqttSink] = []
+    yield made
+    for sink in made:
+        sink.stop()
+
+
+def start_sink(cfg: Config, sinks: list[MqttSink], **kw: Any) -> MqttSink:
+    sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S, **kw)
+    sinks.append(sink)
+    sink.start()
+    assert sink.wait_connected(WAIT_S)
+    return sink
+
+
+def frame(i: int, t0: float) -> FrameResult:
+    """Frame ``i`` of a face whose label changes every frame: one event and one state each."""
+    t = t0 + i / FPS
+    label, previous = LABELS[i % len(LABELS)], LABELS[(i - 1) % len(LABELS)]
+    event = TrackEvent("appeared", "f1", label, 0.9, None, t) if i == 0 else \
+        TrackEvent("changed", "f1", label, 0.9, previous, t)
+    return FrameResult(t, [TrackedFace("f1", label, 0.9)], [event])
+
+
+def publish_for(sink: MqttSink, seconds: float, start: int, t0: float) -> int:
+    """Publish frames at FPS for ``seconds`` of real time; returns the next frame index."""
+    i = start
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sink.publish_frame(frame(i, t0))
+        i += 1
+        time.sleep(1 / FPS)
+    return i
+
+
+def validate(msg: Received) -> None:
+    kind = KIND_BY_TOPIC[msg.topic.rsplit("/", 1)[1]]
+    jsonschema.validate(msg.json, load_schema(kind), cls=jsonschema.Draft202012Validator)
+
+
+def stopped(msgs: list[Received]) -> bool:
+    return any(m.topic.endswith("/available") and m.json["status"] == "stopped" for m in msgs)
+
+
+def seqs_in_first_arrival_order(msgs: list[Received]) -> list[int]:
+    """QoS 1 may deliver a message twice after an outage; the first arrival is what counts."""
+    seen: set[int] = set()
+    out = []
+    for m in msgs:
+        seq = m.json["seq"]
+        if seq is not None and seq not in seen:
+            seen.add(seq)
+            out.append(seq)
+    return out
+
+
+def test_sink_publishes_every_topic_and_every_message_is_schema_valid(make_cfg, mqtt_subscriber, sinks):
+    cfg = make_cfg()
+    sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#"])
+    sink = start_sink(cfg, sinks)
+    t0 = time.time()
+    for i in range(5):
+        sink.publish_frame(frame(i, t0))
+    sink.publish_frame(FrameResult(t0 + 1, [], [TrackEvent("gone", "f1", "neutral", 0.9, None, t0 + 1, 1.0)]))
+    sink.publish_stats(STATS)
+    sink.stop()
+    assert sub.wait_for(stopped)
+    for m in sub.messages:
+        validate(m)
+    assert {m.topic.rsplit("/", 1)[1] for m in sub.messages} == {"available", "expression", "state", "stats"}
+    assert seqs_in_first_arrival_order(sub.messages) == list(range(1, len(sub.messages) + 1))
+    assert [m.json["status"] for m in sub.on("available")] == ["online", "stopped"]
+    stats = sub.on("stats")[0].json
+    assert stats["connected"] and stats["buffer_dropped"] == 0 and stats["interpreter"] == "ai-edge-litert"
+
+
+def test_broker_outage_loses_nothing_and_keeps_order(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
+    cfg = make_cfg()
+    sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#"], persistent=True)
+    sink = start_sink(cfg, sinks)
+    t0 = time.time()
+    i = publish_for(sink, 1.0, 0, t0)
+    mqtt_broker.stop()
+    try:
+        i = publish_for(sink, 3.0, i, t0)
+        assert not sink.connected
+    finally:
+        mqtt_broker.start()
+    assert sink.wait_connected(WAIT_S)
+    publish_for(sink, 1.0, i, t0)
+    sink.stop()
+    assert sub.wait_for(stopped, WAIT_S)
+    seqs = seqs_in_first_arrival_order(sub.messages)
+    assert seqs == list(range(1, seqs[-1] + 1)), "a seq is missing or out of order"
+    statuses = [m.json["status"] for m in sub.on("available")]
+    assert [s for s in statuses if s != "offline"] == ["online", "online", "stopped"]  # + our will
+    assert len(sub.on("expression")) >= 5 * FPS * 0.8
+
+
+def test_buffer_keeps_the_newest_messages_and_counts_the_dropped(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
+    cfg = make_cfg(mqtt__buffer_size=10, privacy__mode="presence")
+    sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#"], persistent=True)
+    sink = start_sink(cfg, sinks)
+    assert sub.wait_for(lambda msgs: len(msgs) == 1)  # online
+    mqtt_broker.stop()
+    try:
+        assert sink.outbox.wait_until(lambda: not sink.connected, WAIT_S)
+        t0 = time.time()
+        outage = 25  # presence mode, faces alternating 1/0: one state message per frame
+        for i in range(outage):
+            sink.publish_frame(FrameResult(t0 + i / FPS, [TrackedFace("f1", "neutral", 0.9)] if i % 2 == 0 else []))
+        sink.publish_stats(STATS)
+    finally:
+        mqtt_broker.start()
+    assert sink.wait_connected(WAIT_S) and sink.flush(WAIT_S)
+    sink.publish_stats(STATS)
+    sink.stop()
+    assert sub.wait_for(stopped, WAIT_S)
+    seqs = seqs_in_first_arrival_order(sub.messages)
+    # Queued while away: the states and a stats message, then "online" at reconnect. The buffer
+    # kept the newest buffer_size of them; the older ones were dropped, and counted.
+    dropped = outage + 1 + 1 - cfg.mqtt.buffer_size
+    assert seqs == [1] + list(range(2 + dropped, seqs[-1] + 1))
+    first_stats, second_stats = (m.json for m in sub.on("stats"))
+    assert (first_stats["connected"], first_stats["buffered"], first_stats["buffer_dropped"]) == \
+        (False, cfg.mqtt.buffer_size, outage - cfg.mqtt.buffer_size)
+    assert second_stats["connected"] and second_stats["buffer_dropped"] == dropped
+
+
+LAST_WILL_CHILD = """
+import json, os, sys, time
+from edge_fer.config import load_config
+from edge_fer.publish import MqttSink
+sink = MqttSink(load_config(os.devnull, json.loads(sys.argv[1]), {}))
+sink.start()
+print("connected" if sink.wait_connected(10) else "failed", flush=True)
+time.sleep(60)
+"""
+
+
+def test_killed_daemon_leaves_the_last_will_offline(make_cfg, mqtt_subscriber):
+    cfg = make_cfg()
+    sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/+/available"])
+    overrides = {"mqtt.host": cfg.mqtt.host, "mqtt.port": cfg.mqtt.port, "mqtt.prefix": cfg.mqtt.prefix,
+                 "mqtt.device_id": cfg.mqtt.device_id}
+    child = subprocess.Popen([sys.executable, "-c", LAST_WILL_CHILD, json.dumps(overrides)], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "connected"
+        assert sub.wait_for(lambda msgs: len(msgs) == 1)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(WAIT_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert sub.wait_for(lambda msgs: len(msgs) == 2)
+    online, will = sub.messages
+    assert online.json["status"] == "online"
+    assert will.json == {"schema": 1, "seq": None, "ts": None, "status": "offline"}
+    validate(will)
+
+
+def test_clean_stop_leaves_stopped_not_offline(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
+    cfg = make_cfg()
+    sink = start_sink(cfg, sinks)
+    sink.stop("maintenance")
+    late = mqtt_subscriber([f"{cfg.mqtt.prefix}/+/available"])  # joins after: sees the retained value
+    assert late.wait_for(lambda msgs: len(msgs) == 1)
+    time.sleep(0.5)
+    (retained,) = late.messages
+    assert retained.retain and retained.json["status"] == "stopped" and retained.json["reason"] == "maintenance"
+
+
+def test_discovery_is_retained_and_resent_when_home_assistant_comes_online(make_cfg, mqtt_subscriber, sinks):
+    ha = f"ha{uuid.uuid4().hex[:8]}"
+    cfg = make_cfg(homeassistant__discovery=True, homeassistant__prefix=ha)
+    assert start_sink(cfg, sinks).flush(WAIT_S)
+    sub = mqtt_subscriber([f"{ha}/+/+/config"])  # after the sink: only retained copies arrive
+    assert sub.wait_for(lambda msgs: len(msgs) == 3)
+    assert all(m.retain for m in sub.messages)
+    assert sorted(m.topic for m in sub.messages) == [f"{ha}/binary_sensor/dev1_face_present/config",
+                                                     f"{ha}/sensor/dev1_expression/config",
+                                                     f"{ha}/sensor/dev1_faces/config"]
+    for m in sub.messages:
+        jsonschema.validate(m.json, load_schema("discovery"), cls=jsonschema.Draft202012Validator)
+        assert m.json["availability_topic"] == f"{cfg.mqtt.prefix}/dev1/available"
+    sub.client.publish(f"{ha}/status", "online", qos=1)
+    assert sub.wait_for(lambda msgs: len(msgs) == 6)
+    assert not any(m.retain for m in sub.messages[3:])  # live re-sends, not retained replays

@@ -1,0 +1,136 @@
+"""MqttSink over TLS with a client certificate and a password file, against a real mosquitto."""
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from edge_fer.config import Config, load_config
+from edge_fer.errors import PublishError
+from edge_fer.publish import MqttSink
+from mqtt_broker import Broker
+
+USER, PASSWORD = "kiosk", "correct-horse-battery"
+WRONG_PASSWORD = "wrong-password-123"
+WAIT_S = 10.0
+SSL = ["openssl"]
+EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run([*SSL, *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(d: Path, name: str) -> None:
+    openssl("req", "-x509", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
+            "-subj", f"/CN=edge-fer test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def make_leaf(d: Path, name: str, ca: str, extensions: str) -> None:
+    (d / f"{name}.ext").write_text(extensions + "\nbasicConstraints=CA:FALSE\n"
+                                   "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
+    openssl("req", *EC_KEY, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    make_ca(d, "ca")
+    make_ca(d, "other-ca")  # a CA the broker's certificate does not chain to
+    make_leaf(d, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
+    make_leaf(d, "client", "ca", "extendedKeyUsage=clientAuth")
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(d / "passwd"), USER, PASSWORD], check=True,
+                   capture_output=True)
+    (d / "password").write_text(PASSWORD + "\n")
+    (d / "wrong-password").write_text(WRONG_PASSWORD + "\n")
+    return d
+
+
+@pytest.fixture(scope="module")
+def tls_broker(pki: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    broker = Broker(tmp_path_factory.mktemp("mosquitto-tls"), conf=(
+        f"cafile {pki}/ca.crt\ncertfile {pki}/server.crt\nkeyfile {pki}/server.key\n"
+        f"require_certificate true\nallow_anonymous false\npassword_file {pki}/passwd\n"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def tls_cfg(tls_broker: Broker, pki: Path):
+    def make(**overrides: Any) -> Config:
+        return load_config(os.devnull, {
+            "mqtt.host": tls_broker.host, "mqtt.port": tls_broker.port, "mqtt.device_id": "tls1",
+            "mqtt.prefix": f"t{uuid.uuid4().hex[:10]}", "mqtt.username": USER,
+            "mqtt.password_file": str(pki / "password"), "mqtt.tls_ca_file": str(pki / "ca.crt"),
+            "mqtt.tls_cert_file": str(pki / "client.crt"), "mqtt.tls_key_file": str(pki / "client.key"),
+            **overrides}, {})
+    return make
+
+
+def wait_for_log(caplog: pytest.LogCaptureFixture, text: str) -> logging.LogRecord:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        for record in caplog.records:
+            if text in record.getMessage():
+                return record
+        time.sleep(0.05)
+    raise AssertionError(f"no log line with {text!r}: {[r.getMessage() for r in caplog.records]}")
+
+
+def test_good_client_connects_and_publishes(tls_broker, tls_cfg, pki):
+    cfg = tls_cfg()
+
+    def secure(client: mqtt.Client) -> None:
+        client.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / "client.crt"),
+                       keyfile=str(pki / "client.key"), cert_reqs=ssl.CERT_REQUIRED)
+        client.username_pw_set(USER, PASSWORD)
+
+    sub = tls_broker.subscriber([f"{cfg.mqtt.prefix}/#"], configure=secure)
+    sink = MqttSink(cfg)
+    sink.start()
+    try:
+        assert sink.wait_connected(WAIT_S)
+    finally:
+        sink.stop()
+    assert sub.wait_for(lambda msgs: [m.json["status"] for m in msgs] == ["online", "stopped"])
+    sub.close()
+
+
+@pytest.mark.parametrize("override, expected, secret", [
+    ({"mqtt.password_file": "wrong-password"}, "refused the connection", WRONG_PASSWORD),
+    ({"mqtt.tls_ca_file": "other-ca.crt"}, "TLS certificate not trusted", PASSWORD),
+])
+def test_bad_credentials_fail_with_one_clear_log_line(tls_cfg, pki, caplog, override, expected, secret):
+    cfg = tls_cfg(**{k: str(pki / v) for k, v in override.items()})
+    caplog.set_level(logging.WARNING, logger="edge_fer.publish.mqtt")
+    sink = MqttSink(cfg, reconnect_s=(1, 1), stop_timeout_s=0.1)
+    sink.start()
+    try:
+        record = wait_for_log(caplog, expected)
+        time.sleep(1.5)  # at least one retry
+        assert not sink.connected
+    finally:
+        sink.stop()
+    assert record.levelno == logging.ERROR
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(expected in m for m in messages) == 1, "repeated retries must not repeat the log line"
+    assert not any(secret in m for m in messages)
+    if "password" in next(iter(override)):
+        assert "check mqtt.username and the password" in record.getMessage()
+
+
+def test_unloadable_client_key_is_a_publish_error(tls_cfg, pki):
+    with pytest.raises(PublishError, match="cannot load the TLS files"):
+        MqttSink(tls_cfg(**{"mqtt.tls_key_file": str(pki / "other-ca.key")}))
