@@ -1,0 +1,38 @@
+"""Frame sources: one ``open_source`` for cameras, files, streams and the built-in photo."""
+from __future__ import annotations
+
+import re
+
+from edge_fer.capture.base import Frame, FrameSource
+from edge_fer.capture.latest import RECONNECT_INITIAL_S, RECONNECT_MAX_S, LatestFrameSource
+from edge_fer.capture.opencv import BUILTIN_IMAGES, SOURCE_FORMS, open_opencv
+from edge_fer.capture.picamera import open_picamera
+from edge_fer.errors import SourceError
+
+MIN_STALL_FRAMES = 3  # a slow frame rate must not look like a stall: wait at least this many periods
+
+__all__ = ["BUILTIN_IMAGES", "RECONNECT_INITIAL_S", "RECONNECT_MAX_S", "Frame", "FrameSource",
+           "LatestFrameSource", "open_source"]
+
+
+def open_source(uri: str, *, width: int = 640, height: int = 480, fps: float | None = None, loop: bool = False,
+                stall_timeout_s: float = 5.0) -> LatestFrameSource:
+    """Open a frame source that always hands out the newest frame and reconnects by itself.
+
+    ``uri``: "picamera" or "picamera:N" (Raspberry Pi camera N), a camera index ("0"),
+    "/dev/videoN", an rtsp:// or http(s):// URL, a video file, an image file, a folder of images,
+    or "builtin:astronaut". width/height/fps are requested from cameras; fps also paces files
+    and images. ``loop`` restarts files at their end. A source silent for ``stall_timeout_s``
+    (at least MIN_STALL_FRAMES frame periods) is reopened. Raises SourceError naming the source and
+    what to do when it cannot be opened.
+    """
+    if fps:
+        stall_timeout_s = max(stall_timeout_s, MIN_STALL_FRAMES / fps)
+    camera = re.fullmatch(r"picamera(?::(\d+))?", uri)
+    if camera:
+        return open_picamera(int(camera.group(1) or 0), width=width, height=height, fps=fps,
+                             stall_timeout_s=stall_timeout_s)
+    if uri.startswith("picamera"):
+        raise SourceError(f"source {uri!r}: write picamera or picamera:N (N = camera number); "
+                          f"sources are {SOURCE_FORMS}")
+    return open_opencv(uri, width=width, height=height, fps=fps, loop=loop, stall_timeout_s=stall_timeout_s)

@@ -1,0 +1,212 @@
+"""Always the newest frame: a reader thread, one slot, and reconnection that never gives up.
+
+The reader overwrites a single slot; a frame replaced before anyone read it is counted in
+``dropped_frames``. When inference falls behind, frames are shed, never queued (Coral's
+``max-buffers=1 drop=true``; picamera2 keeps one request the same way).
+
+A supervisor thread reopens the device when a read fails or when no frame has arrived for
+``stall_timeout_s``, waiting RECONNECT_INITIAL_S, then twice as long each failure, up to
+RECONNECT_MAX_S. A reader stuck inside a driver call is abandoned rather than interrupted (no
+backend can be interrupted safely); it closes its own device if the call ever returns.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Protocol
+
+import numpy as np
+
+from edge_fer.capture.base import Frame
+from edge_fer.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+RECONNECT_INITIAL_S = 0.5  # first wait before reopening a lost source
+RECONNECT_MAX_S = 30.0  # backoff ceiling: a camera that comes back is picked up within 30 s
+CLOSE_JOIN_S = 2.0  # how long close() waits for the threads; a thread stuck in a driver is a daemon
+READ_TIMEOUT_S = 1.0  # read() returns at least this often, so the caller's loop can check its stop flag
+END_OF_INPUT = "end of input"
+
+
+class Grabber(Protocol):
+    """One opened device, file or stream, used by one thread at a time."""
+
+    def grab(self) -> np.ndarray | None:
+        """Block for the next BGR HxWx3 image; None at end of input; raise when the device fails."""
+
+    def close(self) -> None: ...
+
+
+class LatestFrameSource:
+    """A FrameSource that always returns the newest frame and reconnects by itself.
+
+    ``opener`` opens the device and returns a Grabber, raising SourceError if it cannot. It is
+    called once here, so a bad source fails at start-up, and again on every reconnect.
+    """
+
+    def __init__(self, name: str, opener: Callable[[], Grabber], *, loop: bool = False,
+                 stall_timeout_s: float = 5.0, reconnect_initial_s: float = RECONNECT_INITIAL_S,
+                 reconnect_max_s: float = RECONNECT_MAX_S):
+        self.name = name
+        self._opener = opener
+        self._loop = loop
+        self._stall_timeout_s = stall_timeout_s
+        self._reconnect_initial_s = reconnect_initial_s
+        self._reconnect_max_s = reconnect_max_s
+        self._cond = threading.Condition()
+        self._slot: tuple[np.ndarray, float] | None = None  # newest unread (image, capture time)
+        self._last_frame_time: float | None = None
+        self._captured = 0
+        self._delivered = 0
+        self._dropped = 0
+        self._ended = False
+        self._closed = False
+        self._generation = 0  # bumped to retire a reader
+        self._trouble: str | None = None  # why the current reader stopped, or END_OF_INPUT
+        self._reader: threading.Thread | None = None
+        grabber = opener()
+        self._supervisor = threading.Thread(target=self._supervise, args=(grabber,),
+                                            name=f"capture-{name}", daemon=True)
+        self._supervisor.start()
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames captured but overwritten by a newer one before read() took them."""
+        return self._dropped
+
+    @property
+    def last_frame_time(self) -> float | None:
+        """time.monotonic() of the newest captured frame, for the watchdog; None before the first."""
+        return self._last_frame_time
+
+    @property
+    def ended(self) -> bool:
+        """True once a file without ``loop`` has ended (a pending frame may still be read)."""
+        return self._ended
+
+    def read(self, timeout: float | None = READ_TIMEOUT_S) -> Frame | None:
+        """The newest frame not yet returned, waiting up to ``timeout`` s (None: forever) for one.
+
+        None when no frame came in time, at end of input, or after close(); ``ended`` tells
+        end of input apart.
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: self._slot is not None or self._ended or self._closed, timeout)
+            if self._slot is None:
+                return None
+            image, stamp = self._slot
+            self._slot = None
+            frame = Frame(image, stamp, self._delivered)
+            self._delivered += 1
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._generation += 1
+            self._cond.notify_all()
+        self._supervisor.join(CLOSE_JOIN_S)
+        if self._reader is not None:  # it releases the device on its way out
+            self._reader.join(CLOSE_JOIN_S)
+
+    def __enter__(self) -> LatestFrameSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _supervise(self, grabber: Grabber) -> None:
+        """Run one reader after another until end of input or close()."""
+        delay = self._reconnect_initial_s
+        while True:
+            captured_before = self._captured
+            reason = self._run_reader(grabber)
+            if reason is None:  # closed
+                return
+            got_frames = self._captured > captured_before
+            if got_frames:
+                delay = self._reconnect_initial_s
+            if reason == END_OF_INPUT and not self._loop:
+                with self._cond:
+                    self._ended = True
+                    self._cond.notify_all()
+                log.info("capture %s: end of input", self.name)
+                return
+            if reason == END_OF_INPUT and got_frames:
+                wait = 0.0  # loop: start again at once
+            else:  # a failure, a stall, or a file that ended before its first frame
+                wait, delay = delay, min(delay * 2, self._reconnect_max_s)
+                log.warning("capture %s: %s; reopening in %g s", self.name, reason, wait)
+            while True:
+                with self._cond:
+                    if self._cond.wait_for(lambda: self._closed, wait):
+                        return
+                try:
+                    grabber = self._opener()
+                    break
+                except SourceError as exc:
+                    wait, delay = delay, min(delay * 2, self._reconnect_max_s)
+                    log.warning("capture %s: reopen failed (%s); retrying in %g s", self.name, exc, wait)
+            if wait:  # after a logged problem
+                log.info("capture %s: reopened", self.name)
+
+    def _run_reader(self, grabber: Grabber) -> str | None:
+        """Start a reader on ``grabber``; wait until it stops or stalls. None means closed."""
+        with self._cond:
+            if self._closed:  # close() came while the device was being opened
+                grabber.close()
+                return None
+            self._generation += 1
+            generation = self._generation
+            self._trouble = None
+            started = time.monotonic()
+            self._reader = threading.Thread(target=self._read_loop, args=(grabber, generation),
+                                            name=f"capture-{self.name}-{generation}", daemon=True)
+        self._reader.start()
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if self._trouble is not None:
+                    return self._trouble
+                quiet_since = max(started, self._last_frame_time or started)
+                remaining = quiet_since + self._stall_timeout_s - time.monotonic()
+                if remaining <= 0:
+                    self._generation += 1  # retire the stuck reader
+                    return f"stalled (no frame for {self._stall_timeout_s:g} s)"
+                self._cond.wait(remaining)
+
+    def _read_loop(self, grabber: Grabber, generation: int) -> None:
+        try:
+            while True:
+                try:
+                    image = grabber.grab()
+                # Camera stacks raise whatever they like (cv2.error, RuntimeError, OSError); any of
+                # them means "reopen", never "crash".
+                except Exception as exc:  # noqa: BLE001
+                    with self._cond:
+                        if generation == self._generation:
+                            self._trouble = f"read failed ({exc})"
+                            self._cond.notify_all()
+                    return
+                now = time.monotonic()
+                with self._cond:
+                    if generation != self._generation:
+                        return
+                    if image is None:
+                        self._trouble = END_OF_INPUT
+                        self._cond.notify_all()
+                        return
+                    if self._slot is not None:
+                        self._dropped += 1
+                    self._slot = (image, now)
+                    self._captured += 1
+                    self._last_frame_time = now
+                    self._cond.notify_all()
+        finally:
+            try:
+                grabber.close()
+            except Exception as exc:  # noqa: BLE001 - a vanished device may fail to close; nothing to do
+                log.warning("capture %s: closing failed (%s)", self.name, exc)

@@ -1,0 +1,283 @@
+"""Frame sources on real files (videos written here, the packaged photo); Picamera2 through a fake."""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import sys
+import threading
+import time
+import types
+
+import cv2
+import numpy as np
+import pytest
+from fixtures_media import frame_number, read_astronaut
+
+import edge_fer.capture as capture
+from edge_fer.capture import LatestFrameSource, open_source
+from edge_fer.capture.picamera import PicameraGrabber
+from edge_fer.errors import SourceError
+
+READ_TIMEOUT_S = 5.0  # generous: a read that takes this long is a failure, not slowness
+
+
+def read_all(source: LatestFrameSource, limit: int = 1000) -> list:
+    frames = []
+    while len(frames) < limit and (frame := source.read(READ_TIMEOUT_S)) is not None:
+        frames.append(frame)
+    return frames
+
+
+def wait_until(predicate, timeout: float = READ_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+def test_video_file_plays_once_then_reports_end_of_input(make_video):
+    with open_source(str(make_video(10, fps=50))) as source:
+        frames = read_all(source)
+        assert source.ended and source.read() is None
+        assert len(frames) + source.dropped_frames == 10
+    numbers = [frame_number(f.image) for f in frames]
+    assert numbers == sorted(numbers) and numbers[-1] == 9
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert all(f.image.shape == (240, 320, 3) for f in frames)
+
+
+def test_looping_video_restarts_at_its_end(make_video):
+    with open_source(str(make_video(5, fps=50)), loop=True) as source:
+        numbers = [frame_number(source.read(READ_TIMEOUT_S).image) for _ in range(18)]
+        assert not source.ended
+    restarts = sum(b < a for a, b in zip(numbers, numbers[1:]))
+    assert restarts >= 2, numbers
+
+
+def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted(make_video):
+    with open_source(str(make_video(20, fps=100))) as source:
+        frames = []
+        while (frame := source.read(READ_TIMEOUT_S)) is not None:
+            frames.append(frame)
+            time.sleep(0.05)  # 5 frame periods per read
+        assert len(frames) + source.dropped_frames == 20
+        assert source.dropped_frames >= 10
+    numbers = [frame_number(f.image) for f in frames]
+    assert numbers == sorted(set(numbers)) and numbers[-1] == 19
+
+
+def test_file_that_vanishes_is_reopened_when_it_returns(make_video, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="edge_fer.capture")
+    video = make_video(5, fps=50)
+    with open_source(str(video), loop=True) as source:
+        assert source.read(READ_TIMEOUT_S) is not None
+        hidden = video.rename(tmp_path / "hidden.avi")
+        wait_until(lambda: "reopen failed" in caplog.text)
+        shutil.move(hidden, video)
+        wait_until(lambda: "reopened" in caplog.text)
+        before = source.last_frame_time
+        wait_until(lambda: source.last_frame_time > before)
+        assert source.read(READ_TIMEOUT_S) is not None
+    assert re.search(r"clip\.avi.*no such file.*retrying in 0\.5 s", caplog.text)
+
+
+def test_folder_plays_images_in_name_order_and_skips_unreadable_ones(tmp_path, astronaut_bgr, caplog):
+    cv2.imwrite(str(tmp_path / "b.png"), astronaut_bgr)
+    cv2.imwrite(str(tmp_path / "a.jpg"), cv2.resize(astronaut_bgr, (64, 64)))
+    (tmp_path / "c.jpg").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("ignored")
+    with open_source(str(tmp_path), fps=10) as source:
+        shapes = [f.image.shape for f in read_all(source)]
+        dropped = source.dropped_frames  # only if this thread was starved for a frame period
+    assert shapes == [(64, 64, 3), (512, 512, 3)][dropped:]
+    assert "skipping" in caplog.text and "c.jpg" in caplog.text
+
+
+def test_builtin_photo_repeats_like_a_camera():
+    with open_source("builtin:astronaut", fps=20) as source:
+        frames = [source.read(READ_TIMEOUT_S) for _ in range(5)]
+        assert not source.ended
+    np.testing.assert_array_equal(frames[0].image, read_astronaut())
+    assert not frames[0].image.flags.writeable  # one decoded array, shared by every frame
+    # Frame k is not released before k periods; the first may be late by up to one.
+    assert frames[-1].timestamp - frames[0].timestamp >= 3 / 20
+
+
+def test_read_times_out_without_claiming_end_of_input():
+    with open_source("builtin:astronaut", fps=0.8) as source:  # next frame after 1.25 s
+        assert source.read(READ_TIMEOUT_S) is not None
+        assert source.read(timeout=0.05) is None
+        started = time.monotonic()
+        assert source.read() is None  # by default read() returns within READ_TIMEOUT_S (1 s)
+        assert 0.9 < time.monotonic() - started < 1.5
+        assert not source.ended
+        assert time.monotonic() - source.last_frame_time < 1.25
+
+
+def test_close_ends_the_threads_and_reads(make_video):
+    video = make_video(5, fps=50)
+    source = open_source(str(video), loop=True)
+    source.read(READ_TIMEOUT_S)
+    source.close()
+    assert source.read() is None
+    assert not [t for t in threading.enumerate() if str(video) in t.name and t.is_alive()]
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("missing.avi", "no such file"),
+    ("missing.jpg", "no such file"),
+    ("http://127.0.0.1:9/stream.mjpg", "check the URL"),  # nothing listens on the discard port
+    ("ftp://camera/stream", "unsupported scheme 'ftp'"),
+    ("builtin:moon", "builtin:astronaut"),
+    ("/dev/video99", "v4l2-ctl --list-devices"),
+    ("picamera:front", "picamera:N"),
+])
+def test_bad_source_names_itself_and_what_to_do(uri, message):
+    with pytest.raises(SourceError, match=re.escape(message)) as error:
+        open_source(uri)
+    assert uri in str(error.value)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("broken.jpg", "not a jpeg", "not a readable image"),
+    ("broken.avi", "not a video", "cannot open or read a frame"),
+])
+def test_unreadable_file_is_a_source_error(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(SourceError, match=message) as error:
+        open_source(str(path))
+    assert name in str(error.value)
+
+
+def test_empty_folder_is_a_source_error(tmp_path):
+    with pytest.raises(SourceError, match="folder has no images"):
+        open_source(str(tmp_path))
+
+
+def test_public_names_are_pinned():
+    assert sorted(capture.__all__) == ["BUILTIN_IMAGES", "Frame", "FrameSource", "LatestFrameSource",
+                                       "RECONNECT_INITIAL_S", "RECONNECT_MAX_S", "open_source"]
+
+
+# --- picamera2, faked ----------------------------------------------------------------------------
+
+class FakeCamera:
+    """Stands in for picamera2.Picamera2: the calls the adapter makes, frames in libcamera's byte order.
+
+    Behaviour knobs (class attributes, reset per test): ``format`` overrides what libcamera
+    "configures"; ``open_failures`` makes that many constructions fail; ``stall_after`` /
+    ``fail_after`` make capture_array block or raise after that many frames, on the first camera.
+    """
+
+    PERIOD_S = 0.01  # a 100 fps sensor, so the reader thread does not spin
+    format: str | None = None
+    open_failures = 0
+    stall_after: int | None = None
+    fail_after: int | None = None
+    release = threading.Event()
+
+    def __init__(self, camera_num: int = 0):
+        if FakeCamera.open_failures:
+            FakeCamera.open_failures -= 1
+            raise RuntimeError("Camera in use by another process")
+        self.camera_num = camera_num
+        self.first = not FakeCamera.instances
+        self.frames = 0
+        self.closed = False
+        FakeCamera.instances.append(self)
+
+    def create_video_configuration(self, main, controls=None):
+        return {"main": dict(main), "controls": dict(controls or {})}
+
+    def configure(self, config):
+        self.config = config
+
+    def camera_configuration(self):
+        return {"main": {**self.config["main"], "format": FakeCamera.format or self.config["main"]["format"]}}
+
+    def start(self):
+        pass
+
+    def capture_array(self, name="main"):
+        if self.first and self.frames == FakeCamera.stall_after:
+            FakeCamera.release.wait()
+        if self.first and self.frames == FakeCamera.fail_after:
+            raise RuntimeError("Device timeout")
+        self.frames += 1
+        time.sleep(self.PERIOD_S)
+        bgr = cv2.resize(read_astronaut(), self.config["main"]["size"])
+        fmt = self.camera_configuration()["main"]["format"]
+        return {"RGB888": bgr, "BGR888": bgr[:, :, ::-1].copy(),
+                "XRGB8888": np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]),
+                "XBGR8888": np.dstack([bgr[:, :, ::-1], np.full(bgr.shape[:2], 255, np.uint8)])}[fmt]
+
+    def stop(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake_picamera2(monkeypatch):
+    FakeCamera.format, FakeCamera.open_failures = None, 0
+    FakeCamera.stall_after = FakeCamera.fail_after = None
+    FakeCamera.instances = []
+    FakeCamera.release = threading.Event()
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakeCamera))
+    yield FakeCamera
+    FakeCamera.release.set()  # let a deliberately stuck reader finish
+
+
+@pytest.mark.parametrize("fmt", ["RGB888", "BGR888", "XRGB8888", "XBGR8888"])
+def test_picamera_frames_are_bgr_whatever_libcamera_configured(fake_picamera2, fmt):
+    fake_picamera2.format = fmt
+    with open_source("picamera:1", width=320, height=240, fps=20) as source:
+        frame = source.read(READ_TIMEOUT_S)
+    (camera,) = fake_picamera2.instances
+    assert camera.camera_num == 1 and camera.closed
+    assert camera.config == {"main": {"size": (320, 240), "format": "RGB888"}, "controls": {"FrameRate": 20}}
+    np.testing.assert_array_equal(frame.image, cv2.resize(read_astronaut(), (320, 240)))
+
+
+def test_picamera_format_we_cannot_convert_is_a_source_error(fake_picamera2):
+    fake_picamera2.format = "YUV420"
+    with pytest.raises(SourceError, match="YUV420"):
+        open_source("picamera")
+    assert fake_picamera2.instances[0].closed
+
+
+def test_picamera_without_picamera2_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # import fails as off a Pi
+    with pytest.raises(SourceError, match="python3-picamera2"):
+        open_source("picamera")
+
+
+def test_stalled_camera_is_reopened(fake_picamera2, caplog):
+    fake_picamera2.stall_after = 3
+    with open_source("picamera", stall_timeout_s=0.5) as source:
+        frames = [source.read(READ_TIMEOUT_S) for _ in range(6)]
+    assert all(f is not None for f in frames)
+    assert len(fake_picamera2.instances) == 2
+    assert "stalled (no frame for 0.5 s); reopening in 0.5 s" in caplog.text
+
+
+def test_camera_errors_reopen_with_doubling_backoff(fake_picamera2, caplog):
+    fake_picamera2.fail_after = 2
+    fake_picamera2.open_failures = 0
+
+    def opener():
+        return PicameraGrabber(0, 320, 240, None)
+
+    source = LatestFrameSource("picamera:0", opener, reconnect_initial_s=0.02, reconnect_max_s=0.08)
+    fake_picamera2.open_failures = 4  # the first reopens find the camera busy
+    with source:
+        wait_until(lambda: len(fake_picamera2.instances) == 2)
+        assert source.read(READ_TIMEOUT_S) is not None
+    waits = re.findall(r"(?:reopening|retrying) in ([\d.]+) s", caplog.text)
+    assert "read failed (Device timeout)" in caplog.text
+    assert [float(w) for w in waits] == [0.02, 0.04, 0.08, 0.08, 0.08]
