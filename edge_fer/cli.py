@@ -11,7 +11,8 @@ from edge_fer import __version__
 from edge_fer.errors import ConfigError, EdgeFerError, ModelError, SourceError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-"""2 is the 'bad config / bad model' code; the unit's RestartPreventExitStatus=2 stops a loop."""
+"""2: bad config or model, which a restart cannot fix (the unit's RestartPreventExitStatus=2).
+1: anything a restart may fix (camera not there yet, pipeline failure mid-run)."""
 
 log = logging.getLogger("edge_fer")
 
@@ -134,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    except (ModelError, SourceError) as exc:
+    except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except EdgeFerError as exc:
+    except (SourceError, EdgeFerError) as exc:  # a camera absent at start may appear: let systemd retry
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

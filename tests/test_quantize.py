@@ -76,7 +76,9 @@ def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tmp_path)
     assert main(["convert", "--data", str(MINI), "--model", str(tmp_path / "train" / "model.keras"),
                  "--out", str(tmp_path / "model")]) == 0
     report = json.loads((tmp_path / "model" / "convert.json").read_text())
-    assert report["int8_float_top1_agreement"] >= 0.9
+    # A 2-epoch model is near-uniform, so top-1 of near-ties may flip; the probabilities must agree.
+    assert report["mean_abs_prob_diff"] < 0.02
+    assert report["int8_float_top1_agreement"] >= 0.6
     assert report["int8_bytes"] < report["float_bytes"] / 3
 
 

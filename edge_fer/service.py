@@ -1,0 +1,205 @@
+"""The daemon: ordered start-up, the frame loop, signals, ordered shutdown.
+
+Start: model -> detector -> source (first frame) -> sink -> READY=1. Loop: newest frame ->
+pipeline step -> sink (never blocks) -> watchdog. SIGTERM/SIGINT finish the frame and stop
+cleanly; SIGHUP re-reads the config and applies it only when valid.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from edge_fer.capture import open_source
+from edge_fer.classify import ExpressionClassifier
+from edge_fer.config import Config
+from edge_fer.detect import build_detector
+from edge_fer.errors import ConfigError, EdgeFerError
+from edge_fer.health import Notifier, Watchdog
+from edge_fer.messages import FrameResult, PipelineStats
+from edge_fer.model_card import PACKAGED_MODEL
+from edge_fer.pipeline import Pipeline
+from edge_fer.publish import build_sink
+from edge_fer.track import Tracker, TrackerSettings
+
+log = logging.getLogger(__name__)
+
+FIRST_FRAME_TIMEOUT_S = 30.0
+"""A camera that delivers nothing this long after start is broken; exit for systemd to retry."""
+EXIT_OK, EXIT_FAILURE = 0, 1
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    max_frames: int = 0  # 0 = unlimited
+    duration_s: float = 0.0  # 0 = unlimited
+
+
+def build_pipeline(cfg: Config) -> Pipeline:
+    backend = None if cfg.classifier.interpreter == "auto" else cfg.classifier.interpreter
+    classifier = ExpressionClassifier(cfg.classifier.model or PACKAGED_MODEL, num_threads=cfg.classifier.threads,
+                                      backend=backend)
+    detector = build_detector(cfg.detector.kind, score_threshold=cfg.detector.score_threshold,
+                              min_face_px=cfg.detector.min_face_px, max_faces=cfg.detector.max_faces,
+                              nms_iou=cfg.detector.nms_iou, num_threads=cfg.classifier.threads, backend=backend)
+    t = cfg.tracker
+    tracker = Tracker(classifier.card.labels, TrackerSettings(t.iou_match, t.max_missed_s, t.smoothing_s,
+                                                              t.switch_margin, t.switch_hold_s, t.uncertain_below))
+    return Pipeline(detector, classifier, tracker)
+
+
+def open_configured_source(cfg: Config):
+    s = cfg.source
+    return open_source(s.uri, width=s.width, height=s.height, fps=s.fps or None, loop=s.loop,
+                       stall_timeout_s=s.stall_timeout_s)
+
+
+class _Rate:
+    """Frames and stage times over the current stats window."""
+
+    def __init__(self, now: float):
+        self.reset(now)
+
+    def reset(self, now: float) -> None:
+        self.start, self.frames, self.detect_ms, self.classify_ms, self.with_faces = now, 0, 0.0, 0.0, 0
+
+    def add(self, pipeline: Pipeline, faces: int) -> None:
+        self.frames += 1
+        self.detect_ms += pipeline.times.detect_ms
+        if faces:
+            self.with_faces += 1
+            self.classify_ms += pipeline.times.classify_ms
+
+    def fps(self, now: float) -> float:
+        return self.frames / max(now - self.start, 1e-6)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, limits: RunLimits = RunLimits(), reload: Callable[[], Config] | None = None):
+        self.cfg = cfg
+        self.limits = limits
+        self._reload = reload
+        self._stop = False
+        self._hup = False
+        self.notifier = Notifier()
+        self.watchdog = Watchdog(self.notifier)
+
+    # --- signals ---------------------------------------------------------------------------
+    def _on_stop(self, signum, _frame) -> None:
+        log.info("received %s: finishing the current frame and stopping", signal.Signals(signum).name)
+        self._stop = True
+
+    def _on_hup(self, _signum, _frame) -> None:
+        self._hup = True
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    # --- start-up / reload -----------------------------------------------------------------
+    def _start(self) -> None:
+        self.pipeline = build_pipeline(self.cfg)
+        log.info("model %s on %s, detector %s", self.cfg.classifier.model or PACKAGED_MODEL.name,
+                 self.pipeline.classifier.backend, self.cfg.detector.kind)
+        self.source = open_configured_source(self.cfg)
+        self.sink = build_sink(self.cfg)
+        self.sink.start()
+
+    def _apply_reload(self) -> None:
+        self._hup = False
+        if self._reload is None:
+            return
+        self.notifier.reloading()
+        try:
+            new = self._reload()
+            changed = {name for name in ("source", "detector", "classifier", "tracker", "mqtt", "homeassistant",
+                                         "privacy", "service") if getattr(new, name) != getattr(self.cfg, name)}
+            if changed & {"detector", "classifier", "tracker"}:
+                pipeline = build_pipeline(new)
+                self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
+                self.pipeline = pipeline
+            if "source" in changed:
+                source = open_configured_source(new)
+                self.source.close()
+                self.source = source
+            if changed & {"mqtt", "homeassistant", "privacy"}:
+                self.sink.stop("stopped")
+                self.sink = build_sink(new)
+                self.sink.start()
+        except (ConfigError, EdgeFerError) as exc:
+            log.error("SIGHUP: new config rejected, still running on the old one: %s", exc)
+        else:
+            self.cfg = new
+            log.info("SIGHUP: config reloaded (changed: %s)", ", ".join(sorted(changed)) or "nothing")
+        self.notifier.ready(self._status_text(0.0, 0))
+
+    # --- the loop ---------------------------------------------------------------------------
+    def _publish(self, result: FrameResult) -> None:
+        self.sink.publish_frame(result)
+
+    @staticmethod
+    def _status_text(fps: float, faces: int) -> str:
+        return f"fps={fps:.1f} faces={faces}"
+
+    def _stats(self, rate: _Rate, now: float, started: float) -> PipelineStats:
+        return PipelineStats(
+            fps=round(rate.fps(now), 2), frames=self.frames, dropped_frames=self.source.dropped_frames,
+            inference_ms=round(rate.classify_ms / max(rate.with_faces, 1), 3),
+            detect_ms=round(rate.detect_ms / max(rate.frames, 1), 3), uptime_s=round(now - started, 1),
+            interpreter=self.pipeline.classifier.backend)
+
+    def run(self) -> int:
+        self._install_signals()
+        self._start()
+        started = time.monotonic()
+        rate, self.frames, ready, faces = _Rate(started), 0, False, 0
+        stats_every = self.cfg.mqtt.stats_interval_s
+        try:
+            while not self._stop:
+                if self._hup:
+                    self._apply_reload()
+                frame = self.source.read()
+                now = time.monotonic()
+                if frame is None:
+                    if self.source.ended:
+                        log.info("source %s ended", self.cfg.source.uri)
+                        break
+                    if not ready and now - started > FIRST_FRAME_TIMEOUT_S:
+                        log.error("no frame from %s within %.0f s of start; exiting for a restart",
+                                  self.cfg.source.uri, FIRST_FRAME_TIMEOUT_S)
+                        return EXIT_FAILURE
+                    continue
+                result = self.pipeline.step(frame, time.time())
+                self._publish(result)
+                self.frames += 1
+                faces = len(result.faces)
+                rate.add(self.pipeline, faces)
+                if not ready:
+                    ready = True
+                    self.notifier.ready(self._status_text(0.0, faces))
+                    log.info("first frame processed; ready")
+                self.watchdog.frame_done(now, status=lambda: self._status_text(rate.fps(now), faces))
+                if now - rate.start >= stats_every:
+                    self.sink.publish_stats(self._stats(rate, now, started))
+                    rate.reset(now)
+                if (self.limits.max_frames and self.frames >= self.limits.max_frames) or \
+                        (self.limits.duration_s and now - started >= self.limits.duration_s):
+                    break
+        except Exception:
+            log.exception("pipeline failed mid-run; exiting for systemd to restart")
+            self._shutdown(started, rate)
+            return EXIT_FAILURE
+        self._shutdown(started, rate)
+        return EXIT_OK
+
+    def _shutdown(self, started: float, rate: _Rate) -> None:
+        self.notifier.stopping()
+        now = time.monotonic()
+        self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
+        self.sink.publish_stats(self._stats(rate, now, started))
+        self.source.close()
+        self.sink.stop("stopped")
+        log.info("stopped after %d frames", self.frames)
