@@ -32,7 +32,7 @@ def _train(a) -> None:
     from quantize.train import TrainConfig, train
 
     train(TrainConfig(data=a.data, out=a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed,
-                      time_budget_min=a.time_budget, limit=a.limit))
+                      time_budget_min=a.time_budget, limit=a.limit, init=a.init))
 
 
 def _convert(a) -> None:
@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--time-budget", type=float, default=0.0, help="minutes; stop after the epoch that would pass it (0 = none)")
     p.add_argument("--limit", type=int, default=0, help="train on only this many faces (smoke runs)")
+    p.add_argument("--init", default="", help="start from this .keras model (e.g. a low-rate second stage)")
 
     p = step("convert", _convert, "convert to float and full-int8 TFLite, verify with the interpreter")
     p.add_argument("--model", default=f"{TRAIN_DIR}/model.keras")

@@ -87,4 +87,4 @@ def train_command(config: dict) -> str:
     return "python -m quantize train " + shlex.join([
         "--data", config["data"], "--out", config["out"], "--epochs", str(config["epochs"]),
         "--batch", str(config["batch"]), "--lr", str(config["lr"]), "--seed", str(config["seed"]),
-        "--time-budget", str(config["time_budget_min"])])
+        "--time-budget", str(config["time_budget_min"])] + (["--init", config["init"]] if config.get("init") else []))

@@ -39,6 +39,7 @@ class TrainConfig:
     seed: int = 1234
     time_budget_min: float = 0.0  # 0 = no budget
     limit: int = 0  # use only this many training faces (tests, smoke runs)
+    init: str = ""  # start from this saved model (a second, low-rate stage) instead of random weights
     base_width: int = 32
 
 
@@ -112,7 +113,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
                .map(_augmenter(cfg.seed), num_parallel_calls=tf.data.AUTOTUNE)
                .prefetch(2))
 
-    model = build_classifier(cfg.base_width)
+    model = keras.saving.load_model(cfg.init) if cfg.init else build_classifier(cfg.base_width)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, (cfg.epochs - WARMUP_EPOCHS) * steps),
         warmup_target=cfg.lr, warmup_steps=WARMUP_EPOCHS * steps)
