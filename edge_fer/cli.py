@@ -19,7 +19,7 @@ log = logging.getLogger("edge_fer")
 
 def _overrides(args) -> dict:
     pairs = {"source.uri": args.source, "mqtt.host": args.mqtt_host, "mqtt.port": args.mqtt_port,
-             "mqtt.device_id": args.device_id}
+             "mqtt.device_id": args.device_id, "service.log_level": args.log_level}
     return {k: v for k, v in pairs.items() if v is not None}
 
 
@@ -27,8 +27,11 @@ def _load(args):
     import os
 
     from edge_fer.config import load_config
+    from edge_fer.logsetup import setup_logging
 
-    return load_config(args.config, _overrides(args), os.environ)
+    cfg = load_config(args.config, _overrides(args), os.environ)
+    setup_logging(cfg.service.log_level)  # validated: service.log_level, or --log-level over it
+    return cfg
 
 
 def cmd_check_config(args) -> int:
@@ -102,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--mqtt-host", help="broker host; unset = JSON lines on stdout")
         p.add_argument("--mqtt-port", type=int)
         p.add_argument("--device-id", help="MQTT-safe device id (default: hostname)")
-        p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
+        p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (overrides service.log_level)")
         return p
 
     p = with_config(sub.add_parser("run", help="run the pipeline (the daemon)"))
@@ -128,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from edge_fer.logsetup import setup_logging
 
-    setup_logging(getattr(args, "log_level", None) or "INFO")
+    setup_logging("INFO")  # until the config is read
     try:
         return args.run(args)
     except ConfigError as exc:
