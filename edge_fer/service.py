@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 FIRST_FRAME_TIMEOUT_S = 30.0
 """A camera that delivers nothing this long after start is broken; exit for systemd to retry."""
 EXIT_OK, EXIT_FAILURE = 0, 1
+# The ``reason`` of available=stopped: a consumer tells a deliberate stop from a crash-restart.
+REASON_FAILURE, REASON_ENDED, REASON_LIMIT, REASON_RELOAD = ("pipeline failure", "source ended", "run limit",
+                                                             "reload")
 
 
 @dataclass(frozen=True)
@@ -82,14 +85,16 @@ class Daemon:
         self.limits = limits
         self._reload = reload
         self._stop = False
+        self._stop_reason = REASON_LIMIT
         self._hup = False
         self.notifier = Notifier()
         self.watchdog = Watchdog(self.notifier)
 
     # --- signals ---------------------------------------------------------------------------
     def _on_stop(self, signum, _frame) -> None:
-        log.info("received %s: finishing the current frame and stopping", signal.Signals(signum).name)
-        self._stop = True
+        name = signal.Signals(signum).name
+        log.info("received %s: finishing the current frame and stopping", name)
+        self._stop, self._stop_reason = True, name
 
     def _on_hup(self, _signum, _frame) -> None:
         self._hup = True
@@ -113,25 +118,32 @@ class Daemon:
         if self._reload is None:
             return
         self.notifier.reloading()
-        try:
+        pipeline = source = sink = None
+        try:  # build every new part first: a part that fails leaves all of the old ones running
             new = self._reload()
             changed = {name for name in ("source", "detector", "classifier", "tracker", "mqtt", "homeassistant",
                                          "privacy", "service") if getattr(new, name) != getattr(self.cfg, name)}
             if changed & {"detector", "classifier", "tracker"}:
                 pipeline = build_pipeline(new)
-                self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
-                self.pipeline = pipeline
             if "source" in changed:
                 source = open_configured_source(new)
-                self.source.close()
-                self.source = source
             if changed & {"mqtt", "homeassistant", "privacy"}:
-                self.sink.stop("stopped")
-                self.sink = build_sink(new)
-                self.sink.start()
+                sink = build_sink(new)
         except (ConfigError, EdgeFerError) as exc:
+            if source is not None:
+                source.close()
             log.error("SIGHUP: new config rejected, still running on the old one: %s", exc)
         else:
+            if pipeline is not None:
+                self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
+                self.pipeline = pipeline
+            if source is not None:
+                self.source.close()
+                self.source = source
+            if sink is not None:
+                self.sink.stop(REASON_RELOAD)
+                self.sink = sink
+                self.sink.start()
             self.cfg = new
             log.info("SIGHUP: config reloaded (changed: %s)", ", ".join(sorted(changed)) or "nothing")
         self.notifier.ready(self._status_text(0.0, 0))
@@ -166,6 +178,7 @@ class Daemon:
                 if frame is None:
                     if self.source.ended:
                         log.info("source %s ended", self.cfg.source.uri)
+                        self._stop_reason = REASON_ENDED
                         break
                     if not ready and now - started > FIRST_FRAME_TIMEOUT_S:
                         log.error("no frame from %s within %.0f s of start; exiting for a restart",
@@ -190,6 +203,7 @@ class Daemon:
                     break
         except Exception:
             log.exception("pipeline failed mid-run; exiting for systemd to restart")
+            self._stop_reason = REASON_FAILURE
             self._shutdown(started, rate)
             return EXIT_FAILURE
         self._shutdown(started, rate)
@@ -200,6 +214,6 @@ class Daemon:
         now = time.monotonic()
         self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
         self.sink.publish_stats(self._stats(rate, now, started))
+        self.sink.stop(self._stop_reason)  # first: closing a stalled camera may wait for its driver
         self.source.close()
-        self.sink.stop("stopped")
-        log.info("stopped after %d frames", self.frames)
+        log.info("stopped after %d frames (%s)", self.frames, self._stop_reason)
