@@ -163,14 +163,19 @@ class Daemon:
             detect_ms=round(rate.detect_ms / max(rate.frames, 1), 3), uptime_s=round(now - started, 1),
             interpreter=self.pipeline.classifier.backend)
 
+    def _limit_reached(self, now: float, started: float) -> bool:
+        """--max-frames / --duration; checked on every wake-up, frame or not."""
+        return bool((self.limits.max_frames and self.frames >= self.limits.max_frames)
+                    or (self.limits.duration_s and now - started >= self.limits.duration_s))
+
     def run(self) -> int:
         self._install_signals()
         self._start()
         started = time.monotonic()
-        rate, self.frames, ready, faces = _Rate(started), 0, False, 0
+        rate, self.frames, ready, faces, status = _Rate(started), 0, False, 0, EXIT_OK
         stats_every = self.cfg.mqtt.stats_interval_s
         try:
-            while not self._stop:
+            while not self._stop and not self._limit_reached(time.monotonic(), started):
                 if self._hup:
                     self._apply_reload()
                 frame = self.source.read()
@@ -183,7 +188,8 @@ class Daemon:
                     if not ready and now - started > FIRST_FRAME_TIMEOUT_S:
                         log.error("no frame from %s within %.0f s of start; exiting for a restart",
                                   self.cfg.source.uri, FIRST_FRAME_TIMEOUT_S)
-                        return EXIT_FAILURE
+                        self._stop_reason, status = REASON_FAILURE, EXIT_FAILURE
+                        break
                     continue
                 result = self.pipeline.step(frame, time.time())
                 self._publish(result)
@@ -198,16 +204,11 @@ class Daemon:
                 if now - rate.start >= stats_every:
                     self.sink.publish_stats(self._stats(rate, now, started))
                     rate.reset(now)
-                if (self.limits.max_frames and self.frames >= self.limits.max_frames) or \
-                        (self.limits.duration_s and now - started >= self.limits.duration_s):
-                    break
         except Exception:
             log.exception("pipeline failed mid-run; exiting for systemd to restart")
-            self._stop_reason = REASON_FAILURE
-            self._shutdown(started, rate)
-            return EXIT_FAILURE
+            self._stop_reason, status = REASON_FAILURE, EXIT_FAILURE
         self._shutdown(started, rate)
-        return EXIT_OK
+        return status
 
     def _shutdown(self, started: float, rate: _Rate) -> None:
         self.notifier.stopping()

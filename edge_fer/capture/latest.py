@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 RECONNECT_INITIAL_S = 0.5  # first wait before reopening a lost source
 RECONNECT_MAX_S = 30.0  # backoff ceiling: a camera that comes back is picked up within 30 s
-CLOSE_JOIN_S = 2.0  # how long close() waits for the threads; a thread stuck in a driver is a daemon
-READ_TIMEOUT_S = 1.0  # read() returns at least this often, so the caller's loop can check its stop flag
+CLOSE_JOIN_S = 0.5  # how long close() waits for the threads; a thread stuck in a driver is a daemon
+# and is abandoned: SIGTERM must end the process within 2 s (issue 5) even with a hung camera
+READ_TIMEOUT_S = 0.25  # read() returns at least this often, so the caller's loop sees its stop flag
 END_OF_INPUT = "end of input"
 
 
@@ -146,7 +147,9 @@ class LatestFrameSource:
                 try:
                     grabber = self._opener()
                     break
-                except SourceError as exc:
+                # SourceError is the expected case; camera stacks may raise anything else, and
+                # letting it end this thread would stop frames for good.
+                except Exception as exc:  # noqa: BLE001
                     wait, delay = delay, min(delay * 2, self._reconnect_max_s)
                     log.warning("capture %s: reopen failed (%s); retrying in %g s", self.name, exc, wait)
             if wait:  # after a logged problem
