@@ -60,9 +60,10 @@ def write_card(models_dir: str, data_dir: str, train_dir: str, eval_dir: str, cr
             "best_epoch": train["best_epoch"],
             "epochs_run": len(train["history"]),
             "wall_seconds": train["wall_seconds"],
+            "wall_seconds_all_stages": _all_stages_seconds(Path(train_dir)),
             "seed": train["config"]["seed"],
         },
-        "commands": {"train": train_command(train["config"]), **commands},
+        "commands": {"train": train_stages(Path(train_dir)), **commands},
         "metrics": {
             "split": evaluation["split"],
             "ferplus_rule": evaluation["ferplus_rule"],
@@ -80,6 +81,19 @@ def write_card(models_dir: str, data_dir: str, train_dir: str, eval_dir: str, cr
     path.write_text(json.dumps(card, indent=2) + "\n")
     log(f"wrote {path}")
     return card
+
+
+def _all_stages_seconds(train_dir: Path) -> float:
+    record = json.loads((train_dir / "train.json").read_text())
+    init = record["config"].get("init")
+    return record["wall_seconds"] + (_all_stages_seconds(Path(init).parent) if init else 0.0)
+
+
+def train_stages(train_dir: Path) -> list[str]:
+    """Every training command, first stage first, following each stage's ``--init`` back."""
+    config = json.loads((train_dir / "train.json").read_text())["config"]
+    earlier = train_stages(Path(config["init"]).parent) if config.get("init") else []
+    return earlier + [train_command(config)]
 
 
 def train_command(config: dict) -> str:
