@@ -55,7 +55,7 @@ def write_card(models_dir: str, data_dir: str, train_dir: str, eval_dir: str, cr
         },
         "data": {name: {"sha256": digest} for name, digest in data_hashes(data_dir).items()},
         "training": {
-            "targets": "FER2013 Training labels (smoothed 0.1) + FER+ Training vote distributions, as two views",
+            "targets": "see commands.train: --fer2013-labels (quantize/train.py, quantize/match.py)",
             "selected_on": "PublicTest (mean of FER2013 and FER+ accuracy)",
             "best_epoch": train["best_epoch"],
             "epochs_run": len(train["history"]),
@@ -101,4 +101,6 @@ def train_command(config: dict) -> str:
     return "python -m quantize train " + shlex.join([
         "--data", config["data"], "--out", config["out"], "--epochs", str(config["epochs"]),
         "--batch", str(config["batch"]), "--lr", str(config["lr"]), "--seed", str(config["seed"]),
-        "--time-budget", str(config["time_budget_min"])] + (["--init", config["init"]] if config.get("init") else []))
+        "--time-budget", str(config["time_budget_min"]),
+        # Stage records from before the flag existed used the as-given recipe.
+        "--fer2013-labels", config.get("fer2013_labels", "as-given")] + (["--init", config["init"]] if config.get("init") else []))

@@ -1,7 +1,8 @@
 """Train the expression CNN on FER2013 + FER+ Training, keep the epoch best on PublicTest.
 
-Targets: each face appears twice, once with FER2013's label (smoothed) and once with its FER+
-vote distribution, so the one model answers to both ground truths the model card reports.
+Targets: FER+'s sharp Training faces, each with the mean of its FER+ vote distribution and its
+FER2013 label (smoothed, carried over by quantize.match), so the one model answers to both ground
+truths the model card reports.
 Augmentation mimics what a live camera crop adds to a dataset face: shift, scale, rotation,
 mirror, lighting, focus blur.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from quantize.data import LABELS, Split, load_fer2013, load_ferplus
+from quantize.match import SHARP_FLOOR, match_labels, sharpness
 
 LABEL_SMOOTHING = 0.1
 """For FER2013's single labels only; FER+ votes are already soft."""
@@ -40,6 +42,9 @@ class TrainConfig:
     time_budget_min: float = 0.0  # 0 = no budget
     limit: int = 0  # use only this many training faces (tests, smoke runs)
     init: str = ""  # start from this saved model (a second, low-rate stage) instead of random weights
+    # "matched": FER+'s sharp images, targets = mean of FER+ votes and the FER2013 label matched to
+    # the same face. "as-given": both archives' Training images as two views (FER2013's are blurred).
+    fer2013_labels: str = "matched"
     base_width: int = 32
 
 
@@ -78,6 +83,22 @@ def _augmenter(seed: int):
     return augment
 
 
+def _training_set(cfg: TrainConfig, log) -> tuple[np.ndarray, np.ndarray]:
+    fer, plus = load_fer2013(cfg.data, "Training"), load_ferplus(cfg.data, "Training")
+    log(f"sharpness (median Laplacian variance): FER2013 Training {sharpness(fer.images):.1f}, "
+        f"FER+ Training {sharpness(plus.images):.1f}; blurred below {SHARP_FLOOR}")
+    if cfg.fer2013_labels == "as-given":
+        return np.concatenate([fer.images, plus.images]), np.concatenate([_targets(fer), _targets(plus)]).astype(np.float32)
+    matched = match_labels(fer, plus)
+    sure = matched >= 0
+    onehot = np.eye(len(LABELS), dtype=np.float32)[np.where(sure, matched, 0)]
+    smoothed = onehot * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / len(LABELS)
+    targets = np.where(sure[:, None], (plus.targets + smoothed) / 2, plus.targets).astype(np.float32)
+    log(f"FER2013 labels matched to {int(sure.sum())} of {len(plus.images)} sharp FER+ Training faces; "
+        f"their FER+ majority agrees with the FER2013 label on {float((plus.labels[sure] == matched[sure]).mean()):.3f}")
+    return plus.images, targets
+
+
 def accuracy(model, split: Split, batch: int = 512) -> float:
     probs = model.predict(split.images[..., None].astype(np.float32), batch_size=batch, verbose=0)
     return float((probs.argmax(axis=1) == split.labels).mean())
@@ -94,9 +115,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    parts = [load_fer2013(cfg.data, "Training"), load_ferplus(cfg.data, "Training")]
-    images = np.concatenate([p.images for p in parts])
-    targets = np.concatenate([_targets(p) for p in parts]).astype(np.float32)
+    images, targets = _training_set(cfg, log)
     rng = np.random.default_rng(cfg.seed)
     if cfg.limit:
         keep = rng.choice(len(images), size=min(cfg.limit, len(images)), replace=False)
