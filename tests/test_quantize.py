@@ -87,3 +87,32 @@ def test_toolchain_reports_missing_data_and_exits_2(tmp_path, capsys):
 
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "fer2013.npz not found: pass --data" in capsys.readouterr().err
+
+
+def test_the_blurred_fer2013_training_split_is_detected_as_blurred():
+    from quantize.match import SHARP_FLOOR, sharpness
+
+    assert sharpness(load_fer2013(MINI, "Training").images) < SHARP_FLOOR
+    assert sharpness(load_ferplus(MINI, "Training").images) > 10 * SHARP_FLOOR
+    assert sharpness(load_fer2013(MINI, "PrivateTest").images) > 10 * SHARP_FLOOR
+
+
+def test_labels_are_carried_to_the_sharp_copy_of_each_face_and_strangers_get_none():
+    import cv2
+
+    from quantize.data import Split
+    from quantize.match import match_labels
+
+    sharp = load_ferplus(MINI, "Training")
+    rng = np.random.default_rng(0)
+    twins = rng.permutation(len(sharp.images))[: len(sharp.images) // 2]
+    # The archive's blur, then a JPEG round trip (its images come from the JPEG release).
+    blurred_images = np.stack([cv2.imdecode(cv2.imencode(".jpg", cv2.GaussianBlur(sharp.images[i], (0, 0), 3.0),
+                                                         [cv2.IMWRITE_JPEG_QUALITY, 75])[1], cv2.IMREAD_GRAYSCALE)
+                               for i in twins])
+    labels = rng.integers(0, 7, len(twins))
+    blurred = Split("Training", "fer2013", blurred_images, np.eye(7)[labels], labels)
+    matched = match_labels(blurred, sharp)
+    assert (matched[twins] == labels).mean() >= 0.95
+    strangers = np.setdiff1d(np.arange(len(sharp.images)), twins)
+    assert (matched[strangers] == -1).mean() >= 0.95
