@@ -6,6 +6,7 @@ is contempt, unknown or NF are dropped; ties between our 7 labels go to the firs
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -79,8 +80,12 @@ def evaluate(model_path: str, models_dir: str, data_dir: str, out_dir: str, log=
             accuracy.setdefault(variant, {})[set_name] = report
             log(f"{variant:12s} {set_name:8s} acc {report['accuracy']:.4f} macro-F1 {report['macro_f1']:.4f} "
                 f"ECE {report['ece']:.4f}")
-    latency = {f"{kind}/{backend}": single_face_latency_ms(models / f"expression_{kind}.tflite", backend)
-               for kind in ("int8", "float") for backend in available_backends()}
+    # A fresh process per measurement: with TensorFlow loaded, tflite-runtime 2.14 fails to read
+    # the model (a C++ length_error, measured here), and the daemon never has TensorFlow loaded.
+    jobs = [(kind, backend) for kind in ("int8", "float") for backend in available_backends()]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        times = pool.starmap(single_face_latency_ms, [(models / f"expression_{k}.tflite", b) for k, b in jobs])
+    latency = {f"{kind}/{backend}": ms for (kind, backend), ms in zip(jobs, times)}
     for key, ms in latency.items():
         log(f"latency {key:24s} {ms:.3f} ms (1 thread, single face, median of {LATENCY_RUNS})")
     int8, flt = accuracy["tflite_int8"], accuracy["keras_float"]

@@ -121,7 +121,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         keep = rng.choice(len(images), size=min(cfg.limit, len(images)), replace=False)
         images, targets = images[keep], targets[keep]
     select = [load_fer2013(cfg.data, "PublicTest"), load_ferplus(cfg.data, "PublicTest")]
-    log(f"train faces {len(images)} (FER2013 + FER+ Training); select on PublicTest "
+    log(f"train faces {len(images)} (--fer2013-labels {cfg.fer2013_labels}); select on PublicTest "
         f"fer2013={len(select[0].labels)} ferplus={len(select[1].labels)}")
 
     steps = math.ceil(len(images) / cfg.batch)
