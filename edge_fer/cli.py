@@ -52,17 +52,10 @@ def cmd_run(args) -> int:
 def cmd_classify(args) -> int:
     import cv2
 
-    from edge_fer.classify import ExpressionClassifier
-    from edge_fer.detect import build_detector
-    from edge_fer.model_card import PACKAGED_MODEL
+    from edge_fer.service import build_pipeline
 
-    cfg = _load(args)
-    detector = build_detector(cfg.detector.kind, score_threshold=cfg.detector.score_threshold,
-                              min_face_px=cfg.detector.min_face_px, max_faces=cfg.detector.max_faces,
-                              nms_iou=cfg.detector.nms_iou, num_threads=cfg.classifier.threads,
-                              backend=None if cfg.classifier.interpreter == "auto" else cfg.classifier.interpreter)
-    classifier = ExpressionClassifier(cfg.classifier.model or PACKAGED_MODEL, num_threads=cfg.classifier.threads,
-                                      backend=cfg.classifier.interpreter)
+    pipeline = build_pipeline(_load(args))  # the daemon's detector and classifier, same config
+    detector, classifier = pipeline.detector, pipeline.classifier
     status = EXIT_OK
     for path in args.images:
         image = cv2.imread(path, cv2.IMREAD_COLOR)
