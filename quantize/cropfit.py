@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from quantize.data import load_fer2013
+from quantize.data import load_ferplus
 
 FIT_FACES = 2000  # Training faces sampled; the medians settle to 3 decimals well before this
 UPSCALE = 4  # 48 -> 192 px
@@ -27,7 +27,7 @@ SEED = 0
 def fit_crop(data_dir: str, out_file: str, log=print) -> dict:
     from edge_fer.detect.blazeface import BlazeFaceDetector
 
-    split = load_fer2013(data_dir, "Training")
+    split = load_ferplus(data_dir, "Training")  # FER+'s sharp copies: FER2013's Training images are blurred
     rng = np.random.default_rng(SEED)
     faces = split.images[rng.choice(len(split.images), FIT_FACES, replace=False)]
     detector = BlazeFaceDetector(kind="short", max_faces=1)
@@ -53,7 +53,7 @@ def fit_crop(data_dir: str, out_file: str, log=print) -> dict:
         "scale": round(float(np.median(scales)), 3),
         "center_offset": [round(float(np.median(offsets[:, 0])), 3), round(float(np.median(offsets[:, 1])), 3)],
         "fitted_with": {
-            "detector": DETECTOR, "split": "Training", "faces": FIT_FACES, "detected": len(scales),
+            "detector": DETECTOR, "split": "FER+ Training", "faces": FIT_FACES, "detected": len(scales),
             "scale_iqr": [round(float(q), 3) for q in np.percentile(scales, [25, 75])],
             "median_abs_roll_deg": round(float(np.median(np.abs(rolls))), 2),
         },
