@@ -74,6 +74,7 @@ def write_card(models_dir: str, data_dir: str, train_dir: str, eval_dir: str, cr
             "ece_int8": {s: r["ece"] for s, r in acc["tflite_int8"].items()},
             "recall_int8": {s: r["recall"] for s, r in acc["tflite_int8"].items()},
             "int8_minus_float_pt": evaluation["int8_minus_float_pt"],
+            "label_agreement_int8": evaluation["label_agreement_int8"],
             "latency_ms_1thread": evaluation["latency_ms"],
         },
     }

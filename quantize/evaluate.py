@@ -14,6 +14,7 @@ import numpy as np
 
 from edge_fer.interpreter import available_backends, load_model
 from quantize.convert import run_tflite
+from quantize.agreement import BARS, label_agreement
 from quantize.data import LABELS, load_fer2013, load_ferplus
 from quantize.metrics import classification_report
 
@@ -74,9 +75,12 @@ def evaluate(model_path: str, models_dir: str, data_dir: str, out_dir: str, log=
         "tflite_int8": lambda imgs: run_tflite(models / "expression_int8.tflite", imgs),
     }
     accuracy: dict = {}
+    predicted: dict = {}
     for variant, predict in variants.items():
         for set_name, split in sets.items():
-            report = classification_report(predict(split.images), split.labels, LABELS)
+            probs = predict(split.images)
+            predicted[variant, set_name] = probs.argmax(axis=1)
+            report = classification_report(probs, split.labels, LABELS)
             accuracy.setdefault(variant, {})[set_name] = report
             log(f"{variant:12s} {set_name:8s} acc {report['accuracy']:.4f} macro-F1 {report['macro_f1']:.4f} "
                 f"ECE {report['ece']:.4f}")
@@ -89,12 +93,20 @@ def evaluate(model_path: str, models_dir: str, data_dir: str, out_dir: str, log=
     for key, ms in latency.items():
         log(f"latency {key:24s} {ms:.3f} ms (1 thread, single face, median of {LATENCY_RUNS})")
     int8, flt = accuracy["tflite_int8"], accuracy["keras_float"]
+    agreement = label_agreement(sets["fer2013"], sets["ferplus"], predicted["tflite_int8", "fer2013"],
+                                predicted["tflite_int8", "ferplus"])
+    need = agreement["disagreed_share_needed_for_both_bars"]
+    log(f"labels: FER2013 and FER+ agree on {agreement['labels_agree']:.3f} of {agreement['faces_paired']} paired faces; "
+        f"with FER2013 at its {BARS['fer2013']:.0%} bar, no model can pass {agreement['ceiling_ferplus_if_fer2013_at_bar']:.3f} "
+        f"on FER+. int8 model: {agreement['model_accuracy_where_labels_agree']:.3f} right where they agree; "
+        f"both bars would need {need['total']:.2f} of the disagreed faces (more than 1 is impossible)")
     result = {
         "split": "PrivateTest",
         "ferplus_rule": FERPLUS_RULE,
         "ferplus_dropped": sets["ferplus"].dropped,
         "ferplus_ties": sets["ferplus"].ties,
         "accuracy": accuracy,
+        "label_agreement_int8": agreement,
         "int8_minus_float_pt": {s: round(100 * (int8[s]["accuracy"] - flt[s]["accuracy"]), 2) for s in sets},
         "latency_ms": latency,
         "int8_bytes": (models / "expression_int8.tflite").stat().st_size,

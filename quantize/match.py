@@ -35,10 +35,13 @@ def _thumbs(images: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def match_labels(blurred: Split, sharp: Split) -> np.ndarray:
-    """For each face of ``sharp``, the label of its twin in ``blurred``, or -1 when unsure."""
-    a, b = _thumbs(blurred.images, 0.0), _thumbs(sharp.images, MATCH_BLUR_SIGMA)
-    labels = np.full(len(b), -1, np.int64)
+def pair_faces(reference: np.ndarray, faces: np.ndarray, blur_sigma: float = 0.0) -> np.ndarray:
+    """For each of ``faces``, the index of its twin in ``reference``, or -1 when unsure.
+
+    ``blur_sigma`` blurs ``faces`` first, to compare a sharp copy with a blurred one.
+    """
+    a, b = _thumbs(reference, 0.0), _thumbs(faces, blur_sigma)
+    twins = np.full(len(b), -1, np.int64)
     for start in range(0, len(b), CHUNK):
         similarity = b[start:start + CHUNK] @ a.T
         top2 = np.argpartition(-similarity, 1, axis=1)[:, :2]
@@ -46,5 +49,11 @@ def match_labels(blurred: Split, sharp: Split) -> np.ndarray:
         order = np.argsort(-values, axis=1)
         best, (first, second) = np.take_along_axis(top2, order, 1)[:, 0], np.take_along_axis(values, order, 1).T
         sure = (first >= MIN_SIMILARITY) & (first - second >= MIN_LEAD)
-        labels[start:start + CHUNK][sure] = blurred.labels[best[sure]]
-    return labels
+        twins[start:start + CHUNK][sure] = best[sure]
+    return twins
+
+
+def match_labels(blurred: Split, sharp: Split) -> np.ndarray:
+    """For each face of ``sharp``, the label of its twin in ``blurred``, or -1 when unsure."""
+    twins = pair_faces(blurred.images, sharp.images, MATCH_BLUR_SIGMA)
+    return np.where(twins >= 0, blurred.labels[twins], -1)

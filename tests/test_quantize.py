@@ -116,3 +116,40 @@ def test_labels_are_carried_to_the_sharp_copy_of_each_face_and_strangers_get_non
     assert (matched[twins] == labels).mean() >= 0.95
     strangers = np.setdiff1d(np.arange(len(sharp.images)), twins)
     assert (matched[strangers] == -1).mean() >= 0.95
+
+
+def test_label_agreement_counts_disagreed_faces_and_what_both_bars_would_need():
+    """Hand-counted: 10 FER+ faces, 8 of them also in FER2013 (4 agree, 4 disagree) + 2 FER2013-only."""
+    import cv2
+
+    from quantize.agreement import label_agreement
+    from quantize.data import Split
+
+    faces = load_ferplus(MINI, "PrivateTest")
+    plus_images, plus_labels = faces.images[:10], faces.labels[:10]
+    plus = Split("PrivateTest", "ferplus", plus_images, np.eye(7)[plus_labels], plus_labels)
+    strangers = load_ferplus(MINI, "Training").images[:2]
+    jpeg = [cv2.imdecode(cv2.imencode(".jpg", i, [cv2.IMWRITE_JPEG_QUALITY, 90])[1], cv2.IMREAD_GRAYSCALE)
+            for i in plus_images[:8]]
+    fer_images = np.stack(jpeg[::-1] + list(strangers))  # shuffled order: pairing is by content
+    paired_labels = np.concatenate([plus_labels[:4], (plus_labels[4:8] + 1) % 7])
+    fer_labels = np.concatenate([paired_labels[::-1], [0, 1]])
+    fer = Split("PrivateTest", "fer2013", fer_images, np.eye(7)[fer_labels], fer_labels)
+
+    predicted_plus = plus_labels.copy()
+    predicted_plus[4:6] = (plus_labels[4:6] + 1) % 7  # gives FER2013's label
+    predicted_plus[7] = (plus_labels[7] + 2) % 7  # gives neither
+    predicted_fer = fer_labels.copy()
+    predicted_fer[9] = 3  # one FER2013-only face wrong
+
+    report = label_agreement(fer, plus, predicted_fer, predicted_plus)
+    assert report["faces_paired"] == 8 and report["faces_labels_disagree"] == 4
+    assert report["labels_agree"] == 0.5
+    assert report["model_on_disagreed_faces"] == {"gives_fer2013_label": 0.5, "gives_ferplus_label": 0.25,
+                                                  "gives_neither": 0.25}
+    assert report["model_accuracy_where_labels_agree"] == 1.0
+    # Any classifier: 4 agreed + 2 FER+-only + 4 disagreed, minus the 1 FER2013 needs to reach 7/10.
+    assert report["ceiling_ferplus_if_fer2013_at_bar"] == 0.9
+    # FER2013 needs 7 - 5 hits = 2 of 4 disagreed; FER+ needs 8.5 - 6 = 2.5 of 4.
+    assert report["disagreed_share_needed_for_both_bars"] == {"fer2013": 0.5, "ferplus": 0.625, "total": 1.125}
+    assert report["accuracy_where_labels_agree_needed_for_both_bars"] == pytest.approx((7 + 8.5 - 1 - 2 - 4) / 8)
