@@ -1,7 +1,7 @@
 """Convert the trained Keras model to a full-integer int8 TFLite file, then verify it.
 
-Post-training quantization with a representative set drawn from ``Training`` (stratified by
-label, seeded). The input tensor is uint8 with scale 1 and zero point 0, so the device feeds
+Post-training quantization with a representative set drawn from FER+ ``Training`` (stratified
+by label, seeded). The input tensor is uint8 with scale 1 and zero point 0, so the device feeds
 raw grayscale pixels and does no float preprocessing; the normalisation lives in the graph.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.interpreter import load_model
-from quantize.data import LABELS, load_fer2013, load_ferplus
+from quantize.data import LABELS, load_ferplus
 
 REPRESENTATIVE_FACES = 700  # 100 per label; more moved no int8 accuracy in PTQ literature
 VERIFY_FACES = 500  # PublicTest faces checked for int8/float agreement right after conversion
@@ -21,7 +21,10 @@ MIN_AGREEMENT = 0.95  # on those faces; below this means calibration went wrong
 
 
 def representative_faces(data_dir: str, seed: int) -> np.ndarray:
-    split = load_fer2013(data_dir, "Training")
+    """Stratified by FER+ majority label, from FER+'s sharp copies: FER2013's Training images are
+    blurred in the archive (quantize.match), and the camera's crops are not, so their activation
+    ranges would calibrate the int8 model for the wrong input."""
+    split = load_ferplus(data_dir, "Training")
     rng = np.random.default_rng(seed)
     per_label = REPRESENTATIVE_FACES // len(LABELS)
     pools = [np.flatnonzero(split.labels == k) for k in range(len(LABELS))]
