@@ -51,7 +51,7 @@ def run(cfg, frames) -> list:
 def test_aggregate_mode_publishes_nothing_below_k_min():
     cfg = make_cfg("aggregate")
     messages = run(cfg, crowd(cfg.privacy.k_min - 1, cfg.privacy.aggregate_window_s))
-    assert {m.kind for m in messages} == {"available", "discovery", "stats"}
+    assert {m.kind for m in messages} == {"available", "discovery", "discovery_removal", "stats"}
 
 
 def test_aggregate_mode_publishes_window_counts_from_k_min_tracks_on():
@@ -79,7 +79,7 @@ def test_aggregate_counts_each_track_once_by_its_main_label():
 def test_presence_mode_only_counts_faces():
     cfg = make_cfg("presence")
     messages = run(cfg, crowd(3, 60.0))
-    assert {m.kind for m in messages} == {"available", "discovery", "state", "stats"}
+    assert {m.kind for m in messages} == {"available", "discovery", "discovery_removal", "state", "stats"}
     for m in messages:
         if m.kind == "state":
             assert set(m.payload) == {"schema", "seq", "ts", "mode", "faces", "present", "updated_at"}

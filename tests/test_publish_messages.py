@@ -116,10 +116,16 @@ def test_available_and_last_will_payloads():
     ("presence", ["sensor/kiosk-1_faces", "binary_sensor/kiosk-1_face_present"]),
     ("aggregate", ["sensor/kiosk-1_window_expression", "sensor/kiosk-1_window_faces"]),
 ])
-def test_discovery_offers_only_what_the_mode_publishes(mode, objects):
+def test_discovery_offers_only_what_the_mode_publishes_and_removes_the_rest(mode, objects):
     cfg = make_cfg(homeassistant__discovery=True, privacy__mode=mode)
-    configs = MessageStream(cfg).discovery()
+    messages = MessageStream(cfg).discovery()
+    configs = [m for m in messages if m.kind == "discovery"]
     assert [m.topic for m in configs] == [f"homeassistant/{o}/config" for o in objects]
+    every = {"sensor/kiosk-1_expression", "sensor/kiosk-1_faces", "binary_sensor/kiosk-1_face_present",
+             "sensor/kiosk-1_window_expression", "sensor/kiosk-1_window_faces"}
+    removals = [m for m in messages if m.kind == "discovery_removal"]
+    assert sorted(m.topic for m in removals) == sorted(f"homeassistant/{o}/config" for o in every - set(objects))
+    assert all(m.retain and m.payload is None for m in removals)
     for m in configs:
         validate(m)
         assert m.retain
@@ -160,8 +166,8 @@ def test_memory_sink_records_the_same_messages():
     sink.publish_frame(FrameResult(T0, [TrackedFace("a1", "fear", 0.8)], [appeared("a1", "fear", T0)]))
     sink.publish_stats(STATS)
     sink.stop("test over")
-    assert [m.kind for m in sink.messages] == ["available", "discovery", "discovery", "discovery", "expression",
-                                               "state", "stats", "available"]
+    assert [m.kind for m in sink.messages] == ["available", "discovery", "discovery", "discovery", "discovery_removal",
+                                               "discovery_removal", "expression", "state", "stats", "available"]
     for m in sink.messages:
         validate(m)
 

@@ -1,7 +1,9 @@
 """Home Assistant MQTT discovery configs, as pure (topic, payload, retain) builders.
 
 One retained config per entity under ``<ha_prefix>/<component>/<device>_<object>/config``.
-Which entities exist follows the privacy mode: only what that mode publishes is offered.
+Which entities exist follows the privacy mode: only what that mode publishes is offered, and the
+entities only other modes offer get an empty retained config, which is how Home Assistant
+removes an entity: switching to a stricter mode leaves no stale expression sensor behind.
 Availability reads our JSON ``available`` topic through a template that maps both "stopped"
 and "offline" to unavailable, so a clean stop is not shown as a live sensor.
 """
@@ -53,6 +55,10 @@ def status_topic(ha_prefix: str) -> str:
     return f"{ha_prefix}/status"
 
 
+def _config_topic(ha_prefix: str, device_id: str, entity: _Entity) -> str:
+    return f"{ha_prefix}/{entity.component}/{device_id}_{entity.object_id}/config"
+
+
 def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str, heartbeat_s: float) -> list[Message]:
     device = {
         "identifiers": [f"edge_fer_{device_id}"],
@@ -79,6 +85,9 @@ def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str, heartbe
         }
         if entity.source == "state":
             payload["expire_after"] = math.ceil(heartbeat_s * EXPIRE_AFTER_HEARTBEATS)
-        topic = f"{ha_prefix}/{entity.component}/{device_id}_{entity.object_id}/config"
-        messages.append(Message("discovery", topic, payload, retain=True))
+        messages.append(Message("discovery", _config_topic(ha_prefix, device_id, entity), payload, retain=True))
+    offered = {e.object_id for e in ENTITIES[mode]}
+    others = {e.object_id: e for entities in ENTITIES.values() for e in entities if e.object_id not in offered}
+    messages += [Message("discovery_removal", _config_topic(ha_prefix, device_id, e), None, retain=True)
+                 for e in others.values()]
     return messages

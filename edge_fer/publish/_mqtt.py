@@ -49,7 +49,7 @@ PASSWORD_SOURCES = "mqtt.password, EDGE_FER_MQTT__PASSWORD, mqtt.password_file o
 
 
 def _encode(message: Message) -> bytes:
-    return json.dumps(message.payload, separators=(",", ":")).encode()
+    return b"" if message.payload is None else json.dumps(message.payload, separators=(",", ":")).encode()
 
 
 def _publish_properties(message: Message) -> Properties | None:

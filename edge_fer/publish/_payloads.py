@@ -35,11 +35,12 @@ ONLINE, STOPPED, OFFLINE = "online", "stopped", "offline"
 @dataclass(frozen=True)
 class Message:
     """One MQTT message. ``kind`` names its JSON schema; ``expiry_s`` is the MQTT v5 message
-    expiry, set on retained snapshots so a broker forgets them once they are stale."""
+    expiry, set on retained snapshots so a broker forgets them once they are stale. A ``None``
+    payload is sent empty: retained, it deletes the broker's retained copy on that topic."""
 
     kind: str
     topic: str
-    payload: dict[str, Any]
+    payload: dict[str, Any] | None
     retain: bool
     qos: int = QOS
     expiry_s: int | None = None

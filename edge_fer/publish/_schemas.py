@@ -6,7 +6,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-SCHEMA_KINDS = ("available", "expression", "state", "aggregate", "stats", "discovery")
+SCHEMA_KINDS = ("available", "expression", "state", "aggregate", "stats", "discovery", "discovery_removal")
 """One schema per ``Message.kind``; a message's kind names the file it must validate against."""
 
 
