@@ -3,6 +3,11 @@
 The classifier must see crops like its training crops: the model card's convention (square,
 expanded, eye-levelled) is reproduced here exactly. Raw uint8 pixels go straight into the
 int8 model; all normalisation is inside the graph.
+
+A face and its mirror image show the same expression, and the model was trained on both, so
+averaging the two views is a free ensemble (the ``both views`` rows of the model card). The
+pipeline gets it at no cost by showing the mirrored crop on every other frame (its smoothing
+averages them); a still photo, with no next frame, runs both.
 """
 from __future__ import annotations
 
@@ -103,7 +108,14 @@ class ExpressionClassifier:
         probs = (raw.astype(np.float32) - self._out_zero) * self._out_scale if self._out_scale else raw.astype(np.float32)
         return [Expression(p) for p in probs]
 
-    def classify(self, image_bgr: np.ndarray, faces: list[Face]) -> list[Expression]:
+    def classify(self, image_bgr: np.ndarray, faces: list[Face], *, mirrored: bool = False) -> list[Expression]:
+        """One view per face: the crop, or its left-right mirror image."""
         if not faces:
             return []
-        return self.classify_crops(np.stack([crop_face(image_bgr, f, self.card) for f in faces]))
+        crops = np.stack([crop_face(image_bgr, f, self.card) for f in faces])
+        return self.classify_crops(crops[:, :, ::-1] if mirrored else crops)
+
+    def classify_still(self, image_bgr: np.ndarray, faces: list[Face]) -> list[Expression]:
+        """Both views averaged: for a photo, where no next frame brings the other view."""
+        plain, mirrored = self.classify(image_bgr, faces), self.classify(image_bgr, faces, mirrored=True)
+        return [Expression((a.probabilities + b.probabilities) / 2) for a, b in zip(plain, mirrored)]

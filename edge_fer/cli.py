@@ -66,7 +66,7 @@ def cmd_classify(args) -> int:
             continue
         faces = detector.detect(image)
         records = []
-        for face, expression in zip(faces, classifier.classify(image, faces)):
+        for face, expression in zip(faces, classifier.classify_still(image, faces)):
             label, confidence = expression.top(classifier.card.labels)
             records.append({"box": [round(v) for v in face.box], "label": label, "confidence": round(confidence, 4),
                             "scores": {name: round(float(p), 4)

@@ -1,7 +1,9 @@
 """The per-frame step: frame -> detect -> classify -> track -> FrameResult. No I/O.
 
 Capture feeds it, the sinks drain it. Boxes and crops live only inside ``step``; what comes
-out (``FrameResult``) holds ephemeral ids and labels only.
+out (``FrameResult``) holds ephemeral ids and labels only. Every other frame's faces are
+classified mirrored: the tracker's smoothing then averages both views of each face, an ensemble
+at the cost of one view (edge_fer.classify).
 """
 from __future__ import annotations
 
@@ -30,12 +32,15 @@ class Pipeline:
         self.classifier = classifier
         self.tracker = tracker
         self.times = StageTimes()
+        self._frames = 0
 
     def step(self, frame: Frame, wall: float) -> FrameResult:
+        mirrored = self._frames % 2 == 1
+        self._frames += 1
         t0 = time.perf_counter()
         faces = self.detector.detect(frame.image)
         t1 = time.perf_counter()
-        expressions = self.classifier.classify(frame.image, faces)
+        expressions = self.classifier.classify(frame.image, faces, mirrored=mirrored)
         t2 = time.perf_counter()
         present, events = self.tracker.update([f.box for f in faces], [e.probabilities for e in expressions],
                                                frame.timestamp, wall)

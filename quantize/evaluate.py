@@ -1,4 +1,5 @@
-"""Keras float vs float TFLite vs int8 TFLite on the two PrivateTest ground truths, plus latency.
+"""Keras float vs float TFLite vs int8 TFLite (one view, and both views averaged as the daemon
+sees them) on the two PrivateTest ground truths, plus latency.
 
 FER+ rule (stated in the output): majority vote over the 10 annotators; images whose majority
 is contempt, unknown or NF are dropped; ties between our 7 labels go to the first in label order.
@@ -73,6 +74,10 @@ def evaluate(model_path: str, models_dir: str, data_dir: str, out_dir: str, log=
         "keras_float": lambda imgs: keras_model.predict(imgs[..., None].astype(np.float32), batch_size=512, verbose=0),
         "tflite_float": lambda imgs: run_tflite(models / "expression_float.tflite", imgs),
         "tflite_int8": lambda imgs: run_tflite(models / "expression_int8.tflite", imgs),
+        # What the daemon's smoothing converges to on a still face: it classifies the mirrored
+        # crop every other frame (edge_fer.pipeline); `edge-fer classify` averages both views.
+        "tflite_int8_both_views": lambda imgs: (run_tflite(models / "expression_int8.tflite", imgs)
+                                                + run_tflite(models / "expression_int8.tflite", imgs[:, :, ::-1])) / 2,
     }
     accuracy: dict = {}
     predicted: dict = {}

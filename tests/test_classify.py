@@ -86,3 +86,38 @@ def test_several_faces_go_through_as_one_batch_with_the_same_result(astronaut_bg
     for b, s in zip(batch, singles):
         np.testing.assert_allclose(b.probabilities, s.probabilities, atol=1e-6)
         assert b.probabilities.sum() == pytest.approx(1.0, abs=0.02)
+
+
+def test_mirrored_view_is_the_flipped_crop_and_a_still_averages_both(astronaut_bgr, detector, classifier):
+    faces = detector.detect(astronaut_bgr)
+    (crop,) = [crop_face(astronaut_bgr, f, classifier.card) for f in faces]
+    (plain,) = classifier.classify(astronaut_bgr, faces)
+    (mirrored,) = classifier.classify(astronaut_bgr, faces, mirrored=True)
+    np.testing.assert_array_equal(mirrored.probabilities, classifier.classify_crops(crop[None, :, ::-1])[0].probabilities)
+    assert not np.array_equal(plain.probabilities, mirrored.probabilities)  # a real second view
+    assert plain.top(LABELS)[0] == mirrored.top(LABELS)[0] == "happiness"  # the astronaut smiles
+    (still,) = classifier.classify_still(astronaut_bgr, faces)
+    np.testing.assert_allclose(still.probabilities, (plain.probabilities + mirrored.probabilities) / 2)
+
+
+def test_the_pipeline_shows_the_mirrored_view_on_every_other_frame(astronaut_bgr, detector, classifier):
+    """So the tracker's smoothing averages both views of a face at the cost of one."""
+    from edge_fer.capture.base import Frame
+    from edge_fer.pipeline import Pipeline
+    from edge_fer.track import Tracker
+
+    seen: list[np.ndarray] = []
+
+    class Recording(ExpressionClassifier):
+        def classify_crops(self, crops):
+            seen.append(crops.copy())
+            return super().classify_crops(crops)
+
+    recording = Recording(PACKAGED_MODEL)
+    pipeline = Pipeline(detector, recording, Tracker(LABELS))
+    for i in range(4):
+        pipeline.step(Frame(astronaut_bgr, float(i) / 15, i), 1e9 + i / 15)
+    (face,) = detector.detect(astronaut_bgr)
+    crop = crop_face(astronaut_bgr, face, classifier.card)
+    for i, crops in enumerate(seen):
+        np.testing.assert_array_equal(crops[0], crop[:, ::-1] if i % 2 else crop)
