@@ -35,7 +35,7 @@ WEIGHT_DECAY = 5e-4
 class TrainConfig:
     data: str
     out: str
-    epochs: int = 24
+    epochs: int = 44
     batch: int = 128
     lr: float = 2e-3
     seed: int = 1234
