@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.interpreter import available_backends, load_model
-from quantize.convert import run_tflite
 from quantize.agreement import BARS, label_agreement
+from quantize.convert import run_tflite
 from quantize.data import LABELS, load_fer2013, load_ferplus
 from quantize.metrics import classification_report
 
