@@ -108,14 +108,20 @@ class ExpressionClassifier:
         probs = (raw.astype(np.float32) - self._out_zero) * self._out_scale if self._out_scale else raw.astype(np.float32)
         return [Expression(p) for p in probs]
 
+    def _crops(self, image_bgr: np.ndarray, faces: list[Face]) -> np.ndarray:
+        return np.stack([crop_face(image_bgr, f, self.card) for f in faces])
+
     def classify(self, image_bgr: np.ndarray, faces: list[Face], *, mirrored: bool = False) -> list[Expression]:
         """One view per face: the crop, or its left-right mirror image."""
         if not faces:
             return []
-        crops = np.stack([crop_face(image_bgr, f, self.card) for f in faces])
+        crops = self._crops(image_bgr, faces)
         return self.classify_crops(crops[:, :, ::-1] if mirrored else crops)
 
     def classify_still(self, image_bgr: np.ndarray, faces: list[Face]) -> list[Expression]:
         """Both views averaged: for a photo, where no next frame brings the other view."""
-        plain, mirrored = self.classify(image_bgr, faces), self.classify(image_bgr, faces, mirrored=True)
+        if not faces:
+            return []
+        crops = self._crops(image_bgr, faces)
+        plain, mirrored = self.classify_crops(crops), self.classify_crops(crops[:, :, ::-1])
         return [Expression((a.probabilities + b.probabilities) / 2) for a, b in zip(plain, mirrored)]
