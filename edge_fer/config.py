@@ -43,6 +43,8 @@ TOPIC_ID_RE = re.compile(r"[A-Za-z0-9_-]+")
 """device_id alphabet: no MQTT wildcards (+ #), no level separator, and valid as a Home
 Assistant discovery object_id, which allows only these characters."""
 MAX_CLIENT_ID_LEN = 128
+MQTT_V5, MQTT_V311 = "5", "3.1.1"
+"""5 by default; 3.1.1 for brokers that speak nothing newer (Azure IoT Hub, RabbitMQ before 3.13)."""
 FALLBACK_DEVICE_ID = "edge-fer"
 MIN_IMAGE_PX, MAX_IMAGE_PX = 16, 4096
 MAX_SOURCE_FPS = 120.0
@@ -159,6 +161,7 @@ class MqttConfig:
     device_id: str = _opt(default_factory=default_device_id, check=_topic_id)
     client_id: str = _opt("", check=_client_id)  # empty = "edge-fer-<device_id>"
     keepalive_s: int = _opt(30, lo=5, hi=3600)
+    protocol: str = _opt(MQTT_V5, choices=(MQTT_V5, MQTT_V311))
     username: str = _opt("")
     password: str = _opt("", secret=True)
     password_file: str = _opt("", check=_file)

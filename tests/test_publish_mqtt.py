@@ -26,6 +26,8 @@ WAIT_S = 15.0
 FPS = 20
 STATS = PipelineStats(fps=19.8, frames=100, dropped_frames=1, inference_ms=9.1, detect_ms=5.2, uptime_s=5.0,
                       interpreter="ai-edge-litert")
+MOSQUITTO_PROTOCOL = {"5": "p5", "3.1.1": "p2"}
+"""How mosquitto's log names the protocol a client connected with."""
 KIND_BY_TOPIC = {"available": "available", "expression": "expression", "state": "state", "stats": "stats",
                  "aggregate": "aggregate"}
 
@@ -97,8 +99,10 @@ def seqs_in_first_arrival_order(msgs: list[Received]) -> list[int]:
     return out
 
 
-def test_sink_publishes_every_topic_and_every_message_is_schema_valid(make_cfg, mqtt_subscriber, sinks):
-    cfg = make_cfg()
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_sink_publishes_every_topic_and_every_message_is_schema_valid(make_cfg, mqtt_broker, mqtt_subscriber, sinks,
+                                                                     protocol):
+    cfg = make_cfg(mqtt__protocol=protocol, mqtt__client_id=f"edge-fer-{uuid.uuid4().hex[:8]}")
     sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#"])
     sink = start_sink(cfg, sinks)
     t0 = time.time()
@@ -115,10 +119,12 @@ def test_sink_publishes_every_topic_and_every_message_is_schema_valid(make_cfg, 
     assert [m.json["status"] for m in sub.on("available")] == ["online", "stopped"]
     stats = sub.on("stats")[0].json
     assert stats["connected"] and stats["buffer_dropped"] == 0 and stats["interpreter"] == "ai-edge-litert"
+    assert f"{cfg.mqtt.client_id} ({MOSQUITTO_PROTOCOL[protocol]}, c0" in mqtt_broker.log()  # persistent session
 
 
-def test_broker_outage_loses_nothing_and_keeps_order(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
-    cfg = make_cfg()
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_broker_outage_loses_nothing_and_keeps_order(make_cfg, mqtt_broker, mqtt_subscriber, sinks, protocol):
+    cfg = make_cfg(mqtt__protocol=protocol)
     sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#"], persistent=True)
     sink = start_sink(cfg, sinks)
     t0 = time.time()
@@ -251,3 +257,13 @@ def test_a_stricter_privacy_mode_removes_the_entities_it_no_longer_publishes(mak
     time.sleep(0.3)  # so that a stale config would arrive too
     assert sorted(m.topic for m in sub.messages) == [f"{ha}/binary_sensor/dev1_face_present/config",
                                                      f"{ha}/sensor/dev1_faces/config"]
+
+
+def test_a_broker_refusing_mqtt_5_is_told_how_to_fall_back_to_3_1_1():
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from edge_fer.publish._mqtt import describe_refusal
+
+    unsupported = ReasonCode(PacketTypes.CONNACK, identifier=0x84)  # what a 3.1.1-only broker answers
+    assert 'set mqtt.protocol = "3.1.1"' in describe_refusal(unsupported)

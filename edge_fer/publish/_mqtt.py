@@ -1,4 +1,4 @@
-"""The MQTT sink: paho-mqtt 2.x, MQTT v5, QoS 1, persistent session, our own bounded buffer.
+"""The MQTT sink: paho-mqtt 2.x, MQTT 5 (or 3.1.1), QoS 1, persistent session, our own bounded buffer.
 
 Why a buffer of our own: while disconnected paho queues without bound (or, capped, refuses the
 NEWEST message); we want a fixed memory bound that drops the OLDEST, counted, and in-order
@@ -27,7 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_fer.config import Config
+from edge_fer.config import MQTT_V5, MQTT_V311, Config
 from edge_fer.errors import PublishError
 from edge_fer.publish._discovery import HA_ONLINE, status_topic
 from edge_fer.publish._payloads import ONLINE, QOS, STOPPED, Message
@@ -46,14 +46,16 @@ STOP_DRAIN_S = 1.5
 within 2 s (issue 5) even while the broker is away; what is still queued then is logged as lost."""
 AUTH_REASONS = {"Bad user name or password", "Not authorized"}
 PASSWORD_SOURCES = "mqtt.password, EDGE_FER_MQTT__PASSWORD, mqtt.password_file or $CREDENTIALS_DIRECTORY/mqtt_password"
+PROTOCOLS = {MQTT_V5: mqtt.MQTTv5, MQTT_V311: mqtt.MQTTv311}
 
 
 def _encode(message: Message) -> bytes:
     return b"" if message.payload is None else json.dumps(message.payload, separators=(",", ":")).encode()
 
 
-def _publish_properties(message: Message) -> Properties | None:
-    if message.expiry_s is None:
+def _publish_properties(message: Message, protocol: str) -> Properties | None:
+    """Message expiry exists only in MQTT 5; under 3.1.1 a retained message stays until replaced."""
+    if message.expiry_s is None or protocol != MQTT_V5:
         return None
     props = Properties(PacketTypes.PUBLISH)
     props.MessageExpiryInterval = message.expiry_s
@@ -83,6 +85,8 @@ def describe_refusal(reason: ReasonCode) -> str:
         return f"{name}; check mqtt.username and the password ({PASSWORD_SOURCES})"
     if name == "Client identifier not valid":
         return f"{name}; check mqtt.client_id"
+    if name == "Unsupported protocol version":
+        return f"{name}; the broker may speak only MQTT 3.1.1: set mqtt.protocol = \"3.1.1\""
     return name
 
 
@@ -109,7 +113,9 @@ class MqttSink(BufferedSink):
 
     def _make_client(self, reconnect_s: tuple[int, int]) -> mqtt.Client:
         m = self._cfg
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, protocol=mqtt.MQTTv5)
+        v5 = m.protocol == MQTT_V5  # 3.1.1 asks for the persistent session in the constructor
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=m.client_id, protocol=PROTOCOLS[m.protocol],
+                             clean_session=None if v5 else False)
         will = self.stream.last_will()
         client.will_set(will.topic, _encode(will), will.qos, will.retain)
         if m.username:
@@ -144,10 +150,13 @@ class MqttSink(BufferedSink):
     def start(self) -> None:
         """Returns at once: connecting, and retrying with backoff, happen in paho's thread."""
         self._sender.start()
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        self._client.connect_async(self._cfg.host, self._cfg.port, self._cfg.keepalive_s,
-                                   clean_start=False, properties=props)
+        if self._cfg.protocol == MQTT_V5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            self._client.connect_async(self._cfg.host, self._cfg.port, self._cfg.keepalive_s,
+                                       clean_start=False, properties=props)
+        else:
+            self._client.connect_async(self._cfg.host, self._cfg.port, self._cfg.keepalive_s)
         self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -186,7 +195,7 @@ class MqttSink(BufferedSink):
                     return
                 self._unacked += 1
             self._client.publish(message.topic, _encode(message), message.qos, message.retain,
-                                 properties=_publish_properties(message))
+                                 properties=_publish_properties(message, self._cfg.protocol))
 
     # --- paho callbacks (paho's network thread) -------------------------------------------------
 
