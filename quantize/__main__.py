@@ -34,7 +34,8 @@ def _train(a) -> None:
     from quantize.train import TrainConfig, train
 
     train(TrainConfig(data=a.data, out=a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed,
-                      time_budget_min=a.time_budget, limit=a.limit, init=a.init, fer2013_labels=a.fer2013_labels))
+                      time_budget_min=a.time_budget, limit=a.limit, init=a.init, resume=a.resume,
+                      fer2013_labels=a.fer2013_labels))
 
 
 def _convert(a) -> None:
@@ -90,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=0.0, help="minutes; stop after the epoch that would pass it (0 = none)")
     p.add_argument("--limit", type=int, default=0, help="train on only this many faces (smoke runs)")
     p.add_argument("--init", default="", help="start from this .keras model (e.g. a low-rate second stage)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its last epoch (same settings; "
+                        "--time-budget may change), e.g. a long run split into working sessions")
     p.add_argument("--fer2013-labels", choices=("matched", "as-given"), default="matched",
                    help="matched: FER2013 labels carried to FER+'s sharp copies of the faces (default); "
                         "as-given: FER2013's own (blurred) Training images as a second view")
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.run(args)
-    except (DataError, FileNotFoundError) as exc:
+    except (DataError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -29,6 +29,10 @@ AUG_BRIGHTNESS = 0.25  # fraction of the 0..255 range
 AUG_BLUR_PROB = 0.25  # motion / focus blur on a webcam or car camera
 WARMUP_EPOCHS = 1
 WEIGHT_DECAY = 5e-4
+CHECKPOINT = "last.keras"
+"""Written after every epoch with the optimizer's state, so ``--resume`` continues the same schedule."""
+RESUMABLE_CHANGES = {"time_budget_min", "resume"}
+"""The only settings a resumed run may change; any other would make it a different run."""
 
 
 @dataclass
@@ -42,6 +46,7 @@ class TrainConfig:
     time_budget_min: float = 0.0  # 0 = no budget
     limit: int = 0  # use only this many training faces (tests, smoke runs)
     init: str = ""  # start from this saved model (a second, low-rate stage) instead of random weights
+    resume: bool = False  # continue the run in ``out`` from its last finished epoch
     # "matched": FER+'s sharp images, targets = mean of FER+ votes and the FER2013 label matched to
     # the same face. "as-given": both archives' Training images as two views (FER2013's are blurred).
     fer2013_labels: str = "matched"
@@ -52,6 +57,12 @@ def _targets(split: Split) -> np.ndarray:
     if split.source == "fer2013":
         return split.targets * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / len(LABELS)
     return split.targets
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """Each epoch's shuffle and augmentation depend only on (seed, epoch), so a resumed run sees
+    the same batches as one that never stopped."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0] % 2**31)
 
 
 def _augmenter(seed: int):
@@ -104,16 +115,55 @@ def accuracy(model, split: Split, batch: int = 512) -> float:
     return float((probs.argmax(axis=1) == split.labels).mean())
 
 
-def train(cfg: TrainConfig, log=print) -> dict:
-    import keras
+def _resume_state(cfg: TrainConfig, out: Path) -> dict | None:
+    """The interrupted run's train.json, after checking it is the same run; None to start afresh."""
+    if not cfg.resume:
+        return None
+    summary_path, checkpoint = out / "train.json", out / CHECKPOINT
+    if not summary_path.exists() or not checkpoint.exists():
+        raise FileNotFoundError(f"--resume: no interrupted run in {out} (needs train.json and {CHECKPOINT}); "
+                                "drop --resume to start one")
+    summary = json.loads(summary_path.read_text())
+    before, now = summary["config"], asdict(cfg)
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k])
+    if changed:
+        raise ValueError("--resume: these settings differ from the interrupted run's: " + ", ".join(
+            f"{k} (was {before.get(k)!r}, now {now[k]!r})" for k in changed) + "; use the same ones")
+    return summary
+
+
+def _reseed_layers(model, seed: int) -> None:
+    """Dropout draws from a per-layer generator; reset it per epoch, as the batches are, so a run
+    resumed from a checkpoint draws the same masks as one that never stopped."""
+    for var in model.non_trainable_variables:
+        if var.path.endswith("seed_generator_state"):
+            var.assign(np.array([seed, 0], dtype=var.dtype))
+
+
+def _epoch_data(images: np.ndarray, targets: np.ndarray, batch: int, seed: int):
     import tensorflow as tf
+
+    return (tf.data.Dataset.from_tensor_slices((images[..., None], targets))
+            .shuffle(len(images), seed=seed)
+            .batch(batch)
+            .map(lambda x, y: (tf.cast(x, tf.float32), y))
+            .map(_augmenter(seed))  # one call at a time: the random draws come in a fixed order
+            .prefetch(2))
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    if cfg.init and cfg.resume:
+        raise ValueError("--init and --resume: use one (--resume continues a run that started from --init)")
+    started = time.time()
+    out = Path(cfg.out)
+    resumed = _resume_state(cfg, out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import keras
 
     from quantize.model import build_classifier
 
-    started = time.time()
     keras.utils.set_random_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     images, targets = _training_set(cfg, log)
     rng = np.random.default_rng(cfg.seed)
@@ -125,25 +175,30 @@ def train(cfg: TrainConfig, log=print) -> dict:
         f"fer2013={len(select[0].labels)} ferplus={len(select[1].labels)}")
 
     steps = math.ceil(len(images) / cfg.batch)
-    dataset = (tf.data.Dataset.from_tensor_slices((images[..., None], targets))
-               .shuffle(len(images), seed=cfg.seed, reshuffle_each_iteration=True)
-               .batch(cfg.batch)
-               .map(lambda x, y: (tf.cast(x, tf.float32), y))
-               .map(_augmenter(cfg.seed), num_parallel_calls=tf.data.AUTOTUNE)
-               .prefetch(2))
-
-    model = keras.saving.load_model(cfg.init) if cfg.init else build_classifier(cfg.base_width)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, (cfg.epochs - WARMUP_EPOCHS) * steps),
-        warmup_target=cfg.lr, warmup_steps=WARMUP_EPOCHS * steps)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=WEIGHT_DECAY),
-                  loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+    if resumed:
+        model = keras.saving.load_model(out / CHECKPOINT)  # compiled: optimizer state and step count included
+        history, best = resumed["history"], resumed["best_public"]
+        spent = resumed["wall_seconds"]
+        log(f"resuming after epoch {len(history)} of {cfg.epochs} (best so far: epoch {best['epoch']})")
+    else:
+        model = keras.saving.load_model(cfg.init) if cfg.init else build_classifier(cfg.base_width)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=max(1, (cfg.epochs - WARMUP_EPOCHS) * steps),
+            warmup_target=cfg.lr, warmup_steps=WARMUP_EPOCHS * steps)
+        model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=WEIGHT_DECAY),
+                      loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
+        history, best, spent = [], {"score": -1.0}, 0.0
     log(f"model {model.count_params()} parameters; {cfg.epochs} epochs x {steps} steps, batch {cfg.batch}")
 
-    history, best = [], {"score": -1.0}
-    for epoch in range(1, cfg.epochs + 1):
+    def summary() -> dict:
+        return {"config": asdict(cfg), "best_epoch": best.get("epoch"), "best_public": best, "history": history,
+                "wall_seconds": round(spent + time.time() - started, 1)}
+
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.time()
-        fit = model.fit(dataset, epochs=1, verbose=0)
+        seed = _epoch_seed(cfg.seed, epoch)
+        _reseed_layers(model, seed)
+        fit = model.fit(_epoch_data(images, targets, cfg.batch, seed), epochs=1, verbose=0)
         fer, ferplus = accuracy(model, select[0]), accuracy(model, select[1])
         score = (fer + ferplus) / 2
         row = {"epoch": epoch, "loss": round(fit.history["loss"][-1], 4), "public_fer2013": round(fer, 4),
@@ -152,13 +207,15 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if score > best["score"]:
             best = {"score": score, **row}
             model.save(out / "model.keras")
+        model.save(out / CHECKPOINT)
+        (out / "train.json").write_text(json.dumps(summary(), indent=2))  # after the checkpoint: resume point
         log(json.dumps(row) + ("  *best" if best["epoch"] == epoch else ""))
         elapsed_min = (time.time() - started) / 60
         if cfg.time_budget_min and elapsed_min + row["seconds"] / 60 > cfg.time_budget_min:
-            log(f"time budget {cfg.time_budget_min} min reached after epoch {epoch}; stopping")
+            log(f"time budget {cfg.time_budget_min} min reached after epoch {epoch}; stopping "
+                f"(continue with the same command and --resume)")
             break
-    summary = {"config": asdict(cfg), "best_epoch": best["epoch"], "best_public": best,
-               "history": history, "wall_seconds": round(time.time() - started, 1)}
-    (out / "train.json").write_text(json.dumps(summary, indent=2))
-    log(f"done in {summary['wall_seconds']} s; best epoch {best['epoch']}: {json.dumps(best)}")
-    return summary
+    done = summary()
+    (out / "train.json").write_text(json.dumps(done, indent=2))
+    log(f"done in {done['wall_seconds']} s; best epoch {best['epoch']}: {json.dumps(best)}")
+    return done

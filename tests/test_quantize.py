@@ -65,21 +65,61 @@ def test_metrics_on_a_hand_counted_example():
     assert expected_calibration_error(probs, labels) == pytest.approx((0.1 + 0.6 + 0.2 + 0.3) / 4)
 
 
-@pytest.mark.train
-def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tmp_path):
+TINY = ["--data", str(MINI), "--epochs", "2", "--batch", "32"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A real 2-epoch training run on the committed mini fixture; its output folder."""
     pytest.importorskip("tensorflow", reason="the toolchain needs the train extra: pip install -e .[train]")
     from quantize.__main__ import main
 
-    assert main(["train", "--data", str(MINI), "--out", str(tmp_path / "train"), "--epochs", "2", "--batch", "32"]) == 0
-    history = json.loads((tmp_path / "train" / "train.json").read_text())
+    out = tmp_path_factory.mktemp("tiny") / "train"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.train
+def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tiny_run, tmp_path):
+    from quantize.__main__ import main
+
+    history = json.loads((tiny_run / "train.json").read_text())
     assert len(history["history"]) == 2 and history["wall_seconds"] > 0
-    assert main(["convert", "--data", str(MINI), "--model", str(tmp_path / "train" / "model.keras"),
+    model = tiny_run / "model.keras"
+    assert main(["convert", "--data", str(MINI), "--model", str(model),
                  "--out", str(tmp_path / "model")]) == 0
     report = json.loads((tmp_path / "model" / "convert.json").read_text())
     # A 2-epoch model is near-uniform, so top-1 of near-ties may flip; the probabilities must agree.
     assert report["mean_abs_prob_diff"] < 0.02
     assert report["int8_float_top1_agreement"] >= 0.6
     assert report["int8_bytes"] < report["float_bytes"] / 3
+
+
+@pytest.mark.train
+def test_an_interrupted_training_run_resumes_to_the_same_weights(tiny_run, tmp_path, capsys):
+    import keras
+
+    from quantize.__main__ import main
+
+    out = tmp_path / "train"
+    assert main(["train", *TINY, "--out", str(out), "--time-budget", "0.0001"]) == 0  # stops after epoch 1
+    assert [r["epoch"] for r in json.loads((out / "train.json").read_text())["history"]] == [1]
+    assert main(["train", *TINY, "--out", str(out), "--resume", "--lr", "0.01"]) == 2  # not the same run
+    assert "lr (was 0.002, now 0.01)" in capsys.readouterr().err
+    assert main(["train", *TINY, "--out", str(out), "--resume"]) == 0
+    resumed = json.loads((out / "train.json").read_text())
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    whole, split = (keras.saving.load_model(d / "last.keras") for d in (tiny_run, out))
+    assert int(split.optimizer.iterations) == int(whole.optimizer.iterations)  # the schedule went on
+    for a, b in zip(whole.get_weights(), split.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_without_an_interrupted_run_says_so_and_exits_2(tmp_path, capsys):
+    from quantize.__main__ import main
+
+    assert main(["train", *TINY, "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "no interrupted run" in capsys.readouterr().err
 
 
 def test_toolchain_reports_missing_data_and_exits_2(tmp_path, capsys):
