@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from quantize.data import DataError
+from quantize.model import BASE_WIDTH
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,7 +36,7 @@ def _train(a) -> None:
 
     train(TrainConfig(data=a.data, out=a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed,
                       time_budget_min=a.time_budget, limit=a.limit, init=a.init, resume=a.resume,
-                      fer2013_labels=a.fer2013_labels))
+                      teacher=a.teacher or [], fer2013_labels=a.fer2013_labels, base_width=a.base_width))
 
 
 def _convert(a) -> None:
@@ -94,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its last epoch (same settings; "
                         "--time-budget may change), e.g. a long run split into working sessions")
+    p.add_argument("--teacher", action="append", metavar="MODEL",
+                   help="a trained .keras model to distil from (repeat for an ensemble); its averaged "
+                        "probabilities make up half of each target")
+    p.add_argument("--base-width", type=int, default=BASE_WIDTH,
+                   help="channels of the first block, doubled per block (default %(default)s, the shipped "
+                        "model's; a wider net makes a teacher, not a model for the device)")
     p.add_argument("--fer2013-labels", choices=("matched", "as-given"), default="matched",
                    help="matched: FER2013 labels carried to FER+'s sharp copies of the faces (default); "
                         "as-given: FER2013's own (blurred) Training images as a second view")

@@ -7,9 +7,6 @@ Global average pooling instead of big dense layers keeps parameters in the convo
 """
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 from quantize.data import IMAGE_SHAPE, LABELS
 
 BASE_WIDTH = 32
@@ -21,6 +18,8 @@ DROPOUT = 0.4
 
 
 def _block(x, filters: int, name: str, convs: int = 2):
+    from keras import layers
+
     for i in range(1, convs + 1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
         x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
@@ -28,11 +27,15 @@ def _block(x, filters: int, name: str, convs: int = 2):
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
-def build_classifier(base_width: int = BASE_WIDTH) -> keras.Model:
-    """Input: raw pixels 0..255, shape (48, 48, 1). Output: softmax over ``LABELS``.
+def build_classifier(base_width: int = BASE_WIDTH):
+    """Input: raw pixels 0..255, shape (48, 48, 1). Output: softmax over ``LABELS`` (a keras.Model).
 
-    Normalisation lives inside the graph so the int8 model takes raw uint8 pixels.
+    Normalisation lives inside the graph so the int8 model takes raw uint8 pixels. Keras is
+    imported here, not at module level, so the CLI can read BASE_WIDTH without TensorFlow.
     """
+    import keras
+    from keras import layers
+
     inputs = keras.Input(shape=(*IMAGE_SHAPE, 1), name="pixels")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="normalise")(inputs)
     for i, mult in enumerate((1, 2, 4, 8)):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from quantize.data import LABELS, Split, load_fer2013, load_ferplus
 from quantize.match import SHARP_FLOOR, match_labels, sharpness
+from quantize.model import BASE_WIDTH, build_classifier
 
 LABEL_SMOOTHING = 0.1
 """For FER2013's single labels only; FER+ votes are already soft."""
@@ -29,6 +30,9 @@ AUG_BRIGHTNESS = 0.25  # fraction of the 0..255 range
 AUG_BLUR_PROB = 0.25  # motion / focus blur on a webcam or car camera
 WARMUP_EPOCHS = 1
 WEIGHT_DECAY = 5e-4
+KD_WEIGHT = 0.5
+"""With --teacher, the share of each target taken from the teacher's probabilities; the rest stays
+the label target. Hinton et al. 2015 (distillation) mix a soft and a hard term; half each here."""
 CHECKPOINT = "last.keras"
 """Written after every epoch with the optimizer's state, so ``--resume`` continues the same schedule."""
 RESUMABLE_CHANGES = {"time_budget_min", "resume"}
@@ -47,10 +51,11 @@ class TrainConfig:
     limit: int = 0  # use only this many training faces (tests, smoke runs)
     init: str = ""  # start from this saved model (a second, low-rate stage) instead of random weights
     resume: bool = False  # continue the run in ``out`` from its last finished epoch
+    teacher: list[str] = field(default_factory=list)  # .keras models whose averaged output mixes into the targets
     # "matched": FER+'s sharp images, targets = mean of FER+ votes and the FER2013 label matched to
     # the same face. "as-given": both archives' Training images as two views (FER2013's are blurred).
     fer2013_labels: str = "matched"
-    base_width: int = 32
+    base_width: int = BASE_WIDTH
 
 
 def _targets(split: Split) -> np.ndarray:
@@ -115,6 +120,20 @@ def accuracy(model, split: Split, batch: int = 512) -> float:
     return float((probs.argmax(axis=1) == split.labels).mean())
 
 
+def teacher_probs(paths: list[str], images: np.ndarray, batch: int = 512) -> np.ndarray:
+    """The teachers' probabilities averaged over models and over each face and its mirror, so the
+    soft target does not depend on which way the augmentation flips the face."""
+    import keras
+
+    x = images[..., None].astype(np.float32)
+    total = np.zeros((len(images), len(LABELS)), np.float32)
+    for path in paths:
+        model = keras.saving.load_model(path, compile=False)
+        for view in (x, x[:, :, ::-1]):
+            total += model.predict(view, batch_size=batch, verbose=0)
+    return total / (2 * len(paths))
+
+
 def _resume_state(cfg: TrainConfig, out: Path) -> dict | None:
     """The interrupted run's train.json, after checking it is the same run; None to start afresh."""
     if not cfg.resume:
@@ -161,8 +180,6 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     import keras
 
-    from quantize.model import build_classifier
-
     keras.utils.set_random_seed(cfg.seed)
 
     images, targets = _training_set(cfg, log)
@@ -173,6 +190,11 @@ def train(cfg: TrainConfig, log=print) -> dict:
     select = [load_fer2013(cfg.data, "PublicTest"), load_ferplus(cfg.data, "PublicTest")]
     log(f"train faces {len(images)} (--fer2013-labels {cfg.fer2013_labels}); select on PublicTest "
         f"fer2013={len(select[0].labels)} ferplus={len(select[1].labels)}")
+    if cfg.teacher:
+        targets = ((1 - KD_WEIGHT) * targets + KD_WEIGHT * teacher_probs(cfg.teacher, images)).astype(np.float32)
+        public = [float((teacher_probs(cfg.teacher, s.images).argmax(1) == s.labels).mean()) for s in select]
+        log(f"distilling from {len(cfg.teacher)} teacher(s), both views, weight {KD_WEIGHT}: "
+            f"teacher PublicTest fer2013={public[0]:.4f} ferplus={public[1]:.4f}")
 
     steps = math.ceil(len(images) / cfg.batch)
     if resumed:

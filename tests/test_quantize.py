@@ -115,6 +115,20 @@ def test_an_interrupted_training_run_resumes_to_the_same_weights(tiny_run, tmp_p
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.train
+def test_a_student_distils_from_a_teacher_that_sees_both_views(tiny_run, tmp_path):
+    from quantize.__main__ import main
+    from quantize.train import teacher_probs
+
+    faces = load_ferplus(str(MINI), "PublicTest").images[:16]
+    teacher = str(tiny_run / "model.keras")
+    np.testing.assert_allclose(teacher_probs([teacher], faces), teacher_probs([teacher], faces[:, :, ::-1]),
+                               atol=1e-6)  # the soft target does not depend on the flip augmentation
+    out = tmp_path / "student"
+    assert main(["train", *TINY, "--out", str(out), "--teacher", teacher]) == 0
+    assert json.loads((out / "train.json").read_text())["config"]["teacher"] == [teacher]
+
+
 def test_resume_without_an_interrupted_run_says_so_and_exits_2(tmp_path, capsys):
     from quantize.__main__ import main
 
