@@ -13,6 +13,7 @@ import numpy as np
 
 from edge_fer.interpreter import load_model
 from quantize.data import LABELS, data_hashes, sha256_of
+from quantize.model import BASE_WIDTH
 
 CARD_SCHEMA = 1
 
@@ -91,17 +92,33 @@ def _all_stages_seconds(train_dir: Path) -> float:
 
 
 def train_stages(train_dir: Path) -> list[str]:
-    """Every training command, first stage first, following each stage's ``--init`` back."""
-    config = json.loads((train_dir / "train.json").read_text())["config"]
-    earlier = train_stages(Path(config["init"]).parent) if config.get("init") else []
-    return earlier + [train_command(config)]
+    """Every training command in the order they must run: each stage's ``--init`` and
+    ``--teacher`` runs before it."""
+    record = json.loads((train_dir / "train.json").read_text())
+    config = record["config"]
+    earlier = [Path(config["init"]).parent] if config.get("init") else []
+    earlier += [Path(t).parent for t in config.get("teacher", [])]
+    stages: list[str] = []
+    for run in earlier:
+        stages += [c for c in train_stages(run) if c not in stages]
+    return stages + [train_command(record)]
 
 
-def train_command(config: dict) -> str:
-    """The exact command that reproduces training, rebuilt from the config train.json recorded."""
-    return "python -m quantize train " + shlex.join([
-        "--data", config["data"], "--out", config["out"], "--epochs", str(config["epochs"]),
-        "--batch", str(config["batch"]), "--lr", str(config["lr"]), "--seed", str(config["seed"]),
-        "--time-budget", str(config["time_budget_min"]),
-        # Stage records from before the flag existed used the as-given recipe.
-        "--fer2013-labels", config.get("fer2013_labels", "as-given")] + (["--init", config["init"]] if config.get("init") else []))
+def train_command(record: dict) -> str:
+    """The exact command that reproduces a run, rebuilt from its train.json. ``--resume`` is left
+    out (a resumed run ends where one uninterrupted run would), and so is a time budget the run
+    did not reach (a split run's last budget would stop the reproduction early)."""
+    config = record["config"]
+    args = ["--data", config["data"], "--out", config["out"], "--epochs", str(config["epochs"]),
+            "--batch", str(config["batch"]), "--lr", str(config["lr"]), "--seed", str(config["seed"]),
+            # Stage records from before the flag existed used the as-given recipe.
+            "--fer2013-labels", config.get("fer2013_labels", "as-given")]
+    if len(record["history"]) < config["epochs"]:
+        args += ["--time-budget", str(config["time_budget_min"])]
+    if config.get("base_width", BASE_WIDTH) != BASE_WIDTH:
+        args += ["--base-width", str(config["base_width"])]
+    if config.get("init"):
+        args += ["--init", config["init"]]
+    for teacher in config.get("teacher", []):
+        args += ["--teacher", teacher]
+    return "python -m quantize train " + shlex.join(args)

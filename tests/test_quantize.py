@@ -207,3 +207,29 @@ def test_label_agreement_counts_disagreed_faces_and_what_both_bars_would_need():
     # FER2013 needs 7 - 5 hits = 2 of 4 disagreed; FER+ needs 8.5 - 6 = 2.5 of 4.
     assert report["disagreed_share_needed_for_both_bars"] == {"fer2013": 0.5, "ferplus": 0.625, "total": 1.125}
     assert report["accuracy_where_labels_agree_needed_for_both_bars"] == pytest.approx((7 + 8.5 - 1 - 2 - 4) / 8)
+
+
+def test_the_card_lists_every_training_command_in_the_order_they_must_run(tmp_path):
+    from quantize.card import train_stages
+
+    def run(name: str, epochs_run: int = 3, **config) -> Path:
+        out = tmp_path / name
+        out.mkdir()
+        config = {"data": "d", "out": str(out), "epochs": 3, "batch": 128, "lr": 0.002, "seed": 1,
+                  "time_budget_min": 80.0, "fer2013_labels": "matched", "base_width": 32, "init": "",
+                  "resume": False, "teacher": [], **config}
+        record = {"config": config, "history": [{"epoch": e} for e in range(1, epochs_run + 1)]}
+        (out / "train.json").write_text(json.dumps(record))
+        return out / "model.keras"
+
+    first = run("first")
+    wide = run("wide", base_width=64, resume=True)
+    second = run("second", init=str(first), epochs_run=2)
+    student = run("student", init=str(second), teacher=[str(wide), str(second)])
+    stages = train_stages(student.parent)
+    outs = [c.split("--out ")[1].split()[0] for c in stages]
+    assert outs == [str(first.parent), str(second.parent), str(wide.parent), str(student.parent)]
+    assert "--base-width 64" in stages[2] and "--resume" not in stages[2]
+    assert "--time-budget" not in stages[0]  # ran all its epochs: the budget is no part of the recipe
+    assert "--time-budget 80.0" in stages[1]  # the budget ended it at epoch 2 of 3
+    assert f"--init {second} --teacher {wide} --teacher {second}" in stages[3]
