@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,8 +34,10 @@ WEIGHT_DECAY = 5e-4
 KD_WEIGHT = 0.5
 """With --teacher, the share of each target taken from the teacher's probabilities; the rest stays
 the label target. Hinton et al. 2015 (distillation) mix a soft and a hard term; half each here."""
-CHECKPOINT = "last.keras"
-"""Written after every epoch with the optimizer's state, so ``--resume`` continues the same schedule."""
+CHECKPOINT = "last-{epoch:03d}.keras"
+"""Written after every epoch with the optimizer's state, so ``--resume`` continues the same schedule.
+train.json names the current one; the one before is deleted only after train.json moved on, so a
+run killed at any instant resumes from a checkpoint and a history that belong together."""
 RESUMABLE_CHANGES = {"time_budget_min", "resume"}
 """The only settings a resumed run may change; any other would make it a different run."""
 
@@ -138,17 +141,30 @@ def _resume_state(cfg: TrainConfig, out: Path) -> dict | None:
     """The interrupted run's train.json, after checking it is the same run; None to start afresh."""
     if not cfg.resume:
         return None
-    summary_path, checkpoint = out / "train.json", out / CHECKPOINT
-    if not summary_path.exists() or not checkpoint.exists():
-        raise FileNotFoundError(f"--resume: no interrupted run in {out} (needs train.json and {CHECKPOINT}); "
-                                "drop --resume to start one")
-    summary = json.loads(summary_path.read_text())
+    summary_path = out / "train.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    if not summary.get("checkpoint") or not (out / summary["checkpoint"]).exists():
+        raise FileNotFoundError(f"--resume: no interrupted run in {out} (needs train.json and the checkpoint it "
+                                "names); drop --resume to start one")
     before, now = summary["config"], asdict(cfg)
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k])
     if changed:
         raise ValueError("--resume: these settings differ from the interrupted run's: " + ", ".join(
             f"{k} (was {before.get(k)!r}, now {now[k]!r})" for k in changed) + "; use the same ones")
     return summary
+
+
+def _save(model, path: Path) -> None:
+    """Write, then rename: a kill mid-write leaves the previous file whole."""
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
 
 
 def _reseed_layers(model, seed: int) -> None:
@@ -198,7 +214,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     steps = math.ceil(len(images) / cfg.batch)
     if resumed:
-        model = keras.saving.load_model(out / CHECKPOINT)  # compiled: optimizer state and step count included
+        model = keras.saving.load_model(out / resumed["checkpoint"])  # compiled: optimizer state, step count
         history, best = resumed["history"], resumed["best_public"]
         spent = resumed["wall_seconds"]
         log(f"resuming after epoch {len(history)} of {cfg.epochs} (best so far: epoch {best['epoch']})")
@@ -210,11 +226,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=WEIGHT_DECAY),
                       loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"])
         history, best, spent = [], {"score": -1.0}, 0.0
+    checkpoint = resumed["checkpoint"] if resumed else None
     log(f"model {model.count_params()} parameters; {cfg.epochs} epochs x {steps} steps, batch {cfg.batch}")
 
     def summary() -> dict:
         return {"config": asdict(cfg), "best_epoch": best.get("epoch"), "best_public": best, "history": history,
-                "wall_seconds": round(spent + time.time() - started, 1)}
+                "checkpoint": checkpoint, "wall_seconds": round(spent + time.time() - started, 1)}
 
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.time()
@@ -228,9 +245,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         history.append(row)
         if score > best["score"]:
             best = {"score": score, **row}
-            model.save(out / "model.keras")
-        model.save(out / CHECKPOINT)
-        (out / "train.json").write_text(json.dumps(summary(), indent=2))  # after the checkpoint: resume point
+            _save(model, out / "model.keras")
+        previous, checkpoint = checkpoint, CHECKPOINT.format(epoch=epoch)
+        _save(model, out / checkpoint)
+        _write_json(out / "train.json", summary())
+        if previous:
+            (out / previous).unlink(missing_ok=True)
         log(json.dumps(row) + ("  *best" if best["epoch"] == epoch else ""))
         elapsed_min = (time.time() - started) / 60
         if cfg.time_budget_min and elapsed_min + row["seconds"] / 60 > cfg.time_budget_min:
@@ -238,6 +258,6 @@ def train(cfg: TrainConfig, log=print) -> dict:
                 f"(continue with the same command and --resume)")
             break
     done = summary()
-    (out / "train.json").write_text(json.dumps(done, indent=2))
+    _write_json(out / "train.json", done)
     log(f"done in {done['wall_seconds']} s; best epoch {best['epoch']}: {json.dumps(best)}")
     return done
