@@ -137,6 +137,7 @@ class ClassifierConfig:
     model: str = _opt("", check=_file)  # empty = the packaged model
     interpreter: str = _opt("auto", choices=("auto", "ai-edge-litert", "tflite-runtime"))
     threads: int = _opt(1, lo=1, hi=8)
+    max_rate_hz: float = _opt(0.0, lo=0.0, hi=MAX_SOURCE_FPS)  # classify at most this often; 0 = every frame
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def build_pipeline(cfg: Config) -> Pipeline:
     t = cfg.tracker
     tracker = Tracker(classifier.card.labels, TrackerSettings(t.iou_match, t.max_missed_s, t.smoothing_s,
                                                               t.switch_margin, t.switch_hold_s, t.uncertain_below))
-    return Pipeline(detector, classifier, tracker)
+    return Pipeline(detector, classifier, tracker, max_rate_hz=cfg.classifier.max_rate_hz)
 
 
 def open_configured_source(cfg: Config):

@@ -3,6 +3,8 @@
 IoU matching frame to frame; per track an exponential moving average of the class
 probabilities, and hysteresis: a new label takes over only when it leads the current one by a
 margin for a hold time. Label flicker is the most common complaint about FER on video.
+A frame whose faces were not classified (``classifier.max_rate_hz``) still moves and keeps the
+tracks; the average advances only with real probabilities, by the time since the last ones.
 Ids are random (``secrets``), never derived from the face, and forgotten when the face leaves.
 """
 from __future__ import annotations
@@ -51,6 +53,7 @@ class _Track:
     probs: np.ndarray
     first_seen: float
     last_seen: float
+    classified_at: float
     hits: int = 1
     label: str = UNCERTAIN
     candidate: str | None = None
@@ -79,11 +82,13 @@ class Tracker:
             return True
         return self._prob(track, new) - self._prob(track, track.label) >= self.settings.switch_margin
 
-    def _smooth(self, track: _Track, probs: np.ndarray, now: float, wall: float) -> TrackEvent | None:
+    def _smooth(self, track: _Track, probs: np.ndarray | None, now: float, wall: float) -> TrackEvent | None:
         s = self.settings
-        dt = now - track.last_seen
-        alpha = 1.0 if s.smoothing_s <= 0 else 1.0 - math.exp(-dt / s.smoothing_s)
-        track.probs = track.probs + alpha * (probs - track.probs)
+        if probs is not None:
+            dt = now - track.classified_at
+            alpha = 1.0 if s.smoothing_s <= 0 else 1.0 - math.exp(-dt / s.smoothing_s)
+            track.probs = track.probs + alpha * (probs - track.probs)
+            track.classified_at = now
         desired = self._desired(track.probs)
         if desired == track.label or not self._leads(track, desired):
             track.candidate = None
@@ -97,9 +102,10 @@ class Tracker:
             return None
         return TrackEvent("changed", track.track_id, desired, round(self._prob(track, desired), 4), previous, wall)
 
-    def update(self, boxes: list[tuple[float, float, float, float]], probs: list[np.ndarray],
+    def update(self, boxes: list[tuple[float, float, float, float]], probs: list[np.ndarray | None],
                now: float, wall: float) -> tuple[list[TrackedFace], list[TrackEvent]]:
-        """``now``: monotonic seconds of the frame; ``wall``: its wall-clock time for events."""
+        """``now``: monotonic seconds of the frame; ``wall``: its wall-clock time for events.
+        ``probs[i]`` is None for a face this frame did not classify: it only moves its track."""
         events: list[TrackEvent] = []
         pairs = sorted(((iou(t.box, b), ti, bi) for ti, t in enumerate(self._tracks) for bi, b in enumerate(boxes)),
                        reverse=True)
@@ -121,8 +127,8 @@ class Tracker:
                 events.append(TrackEvent("appeared", track.track_id, track.label,
                                          round(self._prob(track, track.label), 4), None, wall))
         for bi, box in enumerate(boxes):
-            if bi not in used_b:
-                track = _Track(secrets.token_hex(TRACK_ID_BYTES), box, probs[bi].astype(np.float32), now, now)
+            if bi not in used_b and probs[bi] is not None:  # an unclassified newcomer waits for its first label
+                track = _Track(secrets.token_hex(TRACK_ID_BYTES), box, probs[bi].astype(np.float32), now, now, now)
                 track.label = self._desired(track.probs)
                 self._tracks.append(track)
         alive = []

@@ -100,20 +100,26 @@ def test_mirrored_view_is_the_flipped_crop_and_a_still_averages_both(astronaut_b
     np.testing.assert_allclose(still.probabilities, (plain.probabilities + mirrored.probabilities) / 2)
 
 
+class Recording(ExpressionClassifier):
+    """The real classifier, keeping every batch of crops it was given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen: list[np.ndarray] = []
+
+    def classify_crops(self, crops):
+        self.seen.append(crops.copy())
+        return super().classify_crops(crops)
+
+
 def test_the_pipeline_shows_the_mirrored_view_on_every_other_frame(astronaut_bgr, detector, classifier):
     """So the tracker's smoothing averages both views of a face at the cost of one."""
     from edge_fer.capture.base import Frame
     from edge_fer.pipeline import Pipeline
     from edge_fer.track import Tracker
 
-    seen: list[np.ndarray] = []
-
-    class Recording(ExpressionClassifier):
-        def classify_crops(self, crops):
-            seen.append(crops.copy())
-            return super().classify_crops(crops)
-
     recording = Recording(PACKAGED_MODEL)
+    seen = recording.seen
     pipeline = Pipeline(detector, recording, Tracker(LABELS))
     for i in range(4):
         pipeline.step(Frame(astronaut_bgr, float(i) / 15, i), 1e9 + i / 15)
@@ -121,3 +127,20 @@ def test_the_pipeline_shows_the_mirrored_view_on_every_other_frame(astronaut_bgr
     crop = crop_face(astronaut_bgr, face, classifier.card)
     for i, crops in enumerate(seen):
         np.testing.assert_array_equal(crops[0], crop[:, ::-1] if i % 2 else crop)
+
+
+def test_a_rate_cap_classifies_only_that_often_and_the_face_stays_tracked(astronaut_bgr, detector):
+    """classifier.max_rate_hz = 5 on a 15 fps camera: every third frame is classified, all are tracked."""
+    from edge_fer.capture.base import Frame
+    from edge_fer.pipeline import Pipeline
+    from edge_fer.track import Tracker
+
+    fps, rate_hz, seconds = 15, 5.0, 2
+    recording = Recording(PACKAGED_MODEL)
+    pipeline = Pipeline(detector, recording, Tracker(LABELS), max_rate_hz=rate_hz)
+    results = [pipeline.step(Frame(astronaut_bgr, i / fps, i), 1e9 + i / fps) for i in range(fps * seconds)]
+    assert len(recording.seen) == rate_hz * seconds
+    assert all(r.faces and r.faces[0].label == "happiness" for r in results[2:])  # tracked between classifications
+    assert len({r.faces[0].track_id for r in results[2:]}) == 1
+    appeared = [e for r in results for e in r.events]
+    assert [(e.kind, e.label) for e in appeared] == [("appeared", "happiness")]

@@ -116,3 +116,32 @@ def test_clear_ends_every_confirmed_track():
     events = tracker.clear(wall=1.0)
     assert sorted(e.kind for e in events) == ["gone", "gone"]
     assert tracker.update([], [], 10.0, 10.0) == ([], [])
+
+
+def test_unclassified_frames_keep_the_tracks_and_leave_the_smoothing_as_it_was():
+    """classifier.max_rate_hz: every third frame classified must smooth exactly as a 5 fps camera."""
+    every = 3
+    labels = ["neutral"] * seconds(1.0) + ["surprise"] * seconds(2.0)
+    capped, sparse = Tracker(LABELS), Tracker(LABELS)
+    capped_out = run(capped, [[(BOX, onehot(label) if i % every == 0 else None)] for i, label in enumerate(labels)])
+    sparse_out = [sparse.update([BOX], [onehot(label)], i * DT, 1_700_000_000 + i * DT)
+                  for i, label in enumerate(labels) if i % every == 0]
+    def smoothed(outs):  # what the smoothing decides; ids are random, and confirmation counts frames
+        return [([(f.label, f.confidence) for f in faces], [(e.kind, e.label, e.confidence, e.timestamp)
+                                                             for e in events if e.kind == "changed"])
+                for faces, events in outs]
+
+    confirmed = CONFIRM_HITS  # the sparse tracker's first reported frame
+    assert smoothed([out for i, out in enumerate(capped_out) if i % every == 0][confirmed - 1:]) == \
+        smoothed(sparse_out[confirmed - 1:])
+    ids = {f.track_id for faces, _ in capped_out for f in faces}
+    assert len(ids) == 1 and all(faces for faces, _ in capped_out[CONFIRM_HITS:])  # present on every frame
+    assert [e.label for _, events in capped_out for e in events] == ["neutral", "surprise"]
+
+
+def test_a_face_first_seen_on_an_unclassified_frame_waits_for_its_label():
+    tracker = Tracker(LABELS)
+    (faces, events), = run(tracker, [[(BOX, None)]])
+    assert not faces and not events
+    results = run(tracker, [[(BOX, onehot("happiness"))], [(BOX, None)]], t0=DT)
+    assert [(e.kind, e.label) for _, events in results for e in events] == [("appeared", "happiness")]
