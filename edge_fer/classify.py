@@ -6,7 +6,7 @@ int8 model; all normalisation is inside the graph.
 
 A face and its mirror image show the same expression, and the model was trained on both, so
 averaging the two views is a free ensemble (the ``both views`` rows of the model card). The
-pipeline gets it at no cost by showing the mirrored crop on every other frame (its smoothing
+pipeline gets it at no cost by showing the mirrored crop every other time it classifies (its smoothing
 averages them); a still photo, with no next frame, runs both.
 """
 from __future__ import annotations
