@@ -18,17 +18,13 @@ import math
 import os
 import re
 import socket
-import sys
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from edge_fer.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11 only
-    import tomli as tomllib
+import tomllib
 
 DEFAULT_CONFIG_PATH = "/etc/edge-fer/config.toml"
 ENV_PREFIX = "EDGE_FER_"

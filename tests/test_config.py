@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -12,10 +11,7 @@ from edge_fer import config as config_module
 from edge_fer.config import SECTIONS, Config, dump_config, load_config
 from edge_fer.errors import ConfigError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "s3cret-Pa55"
