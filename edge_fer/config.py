@@ -165,6 +165,7 @@ class MqttConfig:
     tls_ca_file: str = _opt("", check=_file)  # set = TLS on
     tls_cert_file: str = _opt("", check=_file)
     tls_key_file: str = _opt("", check=_file)
+    tls_key_password: str = _opt("", secret=True)  # only for an encrypted tls_key_file
     tls_insecure: bool = _opt(False)  # skip the host name check (the chain is still verified)
     buffer_size: int = _opt(10_000, lo=10, hi=1_000_000)
     state_heartbeat_s: float = _opt(30.0, lo=1.0, hi=3600.0)
@@ -176,6 +177,8 @@ class MqttConfig:
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             out.append("mqtt.tls_cert_file and mqtt.tls_key_file: set both (a client certificate needs its key) "
                        "or neither")
+        if self.tls_key_password and not self.tls_key_file:
+            out.append("mqtt.tls_key_password: is the passphrase of mqtt.tls_key_file, which is not set")
         if not self.tls_ca_file:
             for key in ("tls_cert_file", "tls_key_file", "tls_insecure"):
                 value = getattr(self, key)

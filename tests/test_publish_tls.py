@@ -13,12 +13,13 @@ from typing import Any, Iterator
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_fer.config import Config, load_config
-from edge_fer.errors import PublishError
+from edge_fer.config import Config, dump_config, load_config
+from edge_fer.errors import ConfigError, PublishError
 from edge_fer.publish import MqttSink
 from mqtt_broker import Broker
 
 USER, PASSWORD = "kiosk", "correct-horse-battery"
+KEY_PASSPHRASE = "key-passphrase-456"
 WRONG_PASSWORD = "wrong-password-123"
 WAIT_S = 10.0
 SSL = ["openssl"]
@@ -50,6 +51,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_ca(d, "other-ca")  # a CA the broker's certificate does not chain to
     make_leaf(d, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth")
     make_leaf(d, "client", "ca", "extendedKeyUsage=clientAuth")
+    openssl("pkey", "-in", "client.key", "-out", "client-encrypted.key", "-aes256",
+            "-passout", f"pass:{KEY_PASSPHRASE}", cwd=d)
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(d / "passwd"), USER, PASSWORD], check=True,
                    capture_output=True)
     (d / "password").write_text(PASSWORD + "\n")
@@ -89,8 +92,10 @@ def wait_for_log(caplog: pytest.LogCaptureFixture, text: str) -> logging.LogReco
     raise AssertionError(f"no log line with {text!r}: {[r.getMessage() for r in caplog.records]}")
 
 
-def test_good_client_connects_and_publishes(tls_broker, tls_cfg, pki):
-    cfg = tls_cfg()
+@pytest.mark.parametrize("key", [{}, {"mqtt.tls_key_file": "client-encrypted.key",
+                                      "mqtt.tls_key_password": KEY_PASSPHRASE}], ids=["plain-key", "encrypted-key"])
+def test_good_client_connects_and_publishes(tls_broker, tls_cfg, pki, key):
+    cfg = tls_cfg(**{k: str(pki / v) if k.endswith("_file") else v for k, v in key.items()})
 
     def secure(client: mqtt.Client) -> None:
         client.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / "client.crt"),
@@ -134,3 +139,23 @@ def test_bad_credentials_fail_with_one_clear_log_line(tls_cfg, pki, caplog, over
 def test_unloadable_client_key_is_a_publish_error(tls_cfg, pki):
     with pytest.raises(PublishError, match="cannot load the TLS files"):
         MqttSink(tls_cfg(**{"mqtt.tls_key_file": str(pki / "other-ca.key")}))
+
+
+def test_encrypted_key_without_its_passphrase_names_the_setting(tls_cfg, pki):
+    """OpenSSL would otherwise prompt on the terminal (or fail with a bare EINVAL under systemd)."""
+    with pytest.raises(PublishError, match="mqtt.tls_key_file is encrypted: set its passphrase in "
+                                           "mqtt.tls_key_password"):
+        MqttSink(tls_cfg(**{"mqtt.tls_key_file": str(pki / "client-encrypted.key")}))
+
+
+def test_wrong_key_passphrase_is_a_publish_error_without_the_secret(tls_cfg, pki):
+    cfg = tls_cfg(**{"mqtt.tls_key_file": str(pki / "client-encrypted.key"), "mqtt.tls_key_password": WRONG_PASSWORD})
+    assert WRONG_PASSWORD not in dump_config(cfg)
+    with pytest.raises(PublishError, match="check mqtt.tls_key_password") as err:
+        MqttSink(cfg)
+    assert WRONG_PASSWORD not in str(err.value)
+
+
+def test_key_passphrase_without_a_key_is_a_config_error(pki):
+    with pytest.raises(ConfigError, match="mqtt.tls_key_password: is the passphrase of mqtt.tls_key_file"):
+        load_config(os.devnull, {"mqtt.tls_ca_file": str(pki / "ca.crt"), "mqtt.tls_key_password": "x"}, {})

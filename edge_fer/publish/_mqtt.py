@@ -62,6 +62,12 @@ def _publish_properties(message: Message, protocol: str) -> Properties | None:
     return props
 
 
+def _no_passphrase() -> str:
+    """Called by OpenSSL only for an encrypted key: fail with the fix instead of prompting on a tty."""
+    raise PublishError("mqtt.tls_key_file is encrypted: set its passphrase in mqtt.tls_key_password "
+                       "(or EDGE_FER_MQTT__TLS_KEY_PASSWORD), or give an unencrypted key")
+
+
 def describe_connect_error(exc: BaseException | None) -> str:
     """One line saying what went wrong and where to look."""
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -135,10 +141,12 @@ class MqttSink(BufferedSink):
         m = self._cfg
         try:
             client.tls_set(ca_certs=m.tls_ca_file, certfile=m.tls_cert_file or None,
-                           keyfile=m.tls_key_file or None, cert_reqs=ssl.CERT_REQUIRED)
+                           keyfile=m.tls_key_file or None, keyfile_password=m.tls_key_password or _no_passphrase,
+                           cert_reqs=ssl.CERT_REQUIRED)
         except (ssl.SSLError, OSError) as exc:
+            hint = "; if the key is encrypted, check mqtt.tls_key_password" if m.tls_key_password else ""
             raise PublishError(f"cannot load the TLS files (mqtt.tls_ca_file, mqtt.tls_cert_file, "
-                               f"mqtt.tls_key_file): {exc}") from exc
+                               f"mqtt.tls_key_file): {exc}{hint}") from exc
         client.tls_insecure_set(m.tls_insecure)
 
     # --- the Sink interface ---------------------------------------------------------------------
