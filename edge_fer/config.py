@@ -20,7 +20,8 @@ import re
 import socket
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 from edge_fer.errors import ConfigError
 

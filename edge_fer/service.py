@@ -10,7 +10,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from edge_fer.capture import open_source
 from edge_fer.classify import ExpressionClassifier

@@ -29,7 +29,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 60.0  # model load on a busy 2-core machine; idle it is about 1 s
@@ -94,7 +95,7 @@ class NotifyListener:
         while not self._closed:
             try:
                 data = self.sock.recv(65536)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
             with self._cond:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import jsonschema
 import pytest

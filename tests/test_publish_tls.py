@@ -8,7 +8,8 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest

@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 import numpy as np
 
 from edge_fer.capture.base import Frame
-from edge_fer.errors import SourceError
 
 log = logging.getLogger(__name__)
 

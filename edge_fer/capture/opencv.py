@@ -10,7 +10,7 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 import numpy as np

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from datetime import datetime, UTC
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from edge_fer import LABELS
 from edge_fer.messages import UNCERTAIN, PipelineStats, TrackedFace, TrackEvent
@@ -87,7 +88,7 @@ class SinkCounters:
 
 
 def iso_ts(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _label(label: str) -> str:

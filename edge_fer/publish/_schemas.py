@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -10,7 +10,7 @@ SCHEMA_KINDS = ("available", "expression", "state", "aggregate", "stats", "disco
 """One schema per ``Message.kind``; a message's kind names the file it must validate against."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(kind: str) -> dict[str, Any]:
     if kind not in SCHEMA_KINDS:
         raise ValueError(f"no schema for {kind!r}; known: {', '.join(SCHEMA_KINDS)}")

@@ -6,7 +6,8 @@ import json
 import sys
 import threading
 import time
-from typing import Callable, TextIO
+from typing import TextIO
+from collections.abc import Callable
 
 from edge_fer.config import Config
 from edge_fer.messages import FrameResult, PipelineStats

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from edge_fer.config import Config
 from edge_fer.messages import FrameResult, PipelineStats
