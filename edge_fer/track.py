@@ -4,7 +4,7 @@ IoU matching frame to frame; per track an exponential moving average of the clas
 probabilities, and hysteresis: a new label takes over only when it leads the current one by a
 margin for a hold time. Label flicker is the most common complaint about FER on video.
 A frame whose faces were not classified (``classifier.max_rate_hz``) still moves and keeps the
-tracks; the average advances only with real probabilities, by the time since the last ones.
+tracks; the average and the label hold advance only with real probabilities, by the time since the last ones.
 Ids are random (``secrets``), never derived from the face, and forgotten when the face leaves.
 """
 from __future__ import annotations
@@ -83,12 +83,13 @@ class Tracker:
         return self._prob(track, new) - self._prob(track, track.label) >= self.settings.switch_margin
 
     def _smooth(self, track: _Track, probs: np.ndarray | None, now: float, wall: float) -> TrackEvent | None:
+        if probs is None:  # nothing new: the hold must be confirmed by a classified frame, as on a slower camera
+            return None
         s = self.settings
-        if probs is not None:
-            dt = now - track.classified_at
-            alpha = 1.0 if s.smoothing_s <= 0 else 1.0 - math.exp(-dt / s.smoothing_s)
-            track.probs = track.probs + alpha * (probs - track.probs)
-            track.classified_at = now
+        dt = now - track.classified_at
+        alpha = 1.0 if s.smoothing_s <= 0 else 1.0 - math.exp(-dt / s.smoothing_s)
+        track.probs = track.probs + alpha * (probs - track.probs)
+        track.classified_at = now
         desired = self._desired(track.probs)
         if desired == track.label or not self._leads(track, desired):
             track.candidate = None

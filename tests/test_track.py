@@ -139,6 +139,26 @@ def test_unclassified_frames_keep_the_tracks_and_leave_the_smoothing_as_it_was()
     assert [e.label for _, events in capped_out for e in events] == ["neutral", "surprise"]
 
 
+def test_a_capped_stream_changes_labels_only_when_a_slow_camera_would():
+    """max_rate_hz = 1 at 15 fps (a gap longer than switch_hold_s): a one-classification blip must
+    not switch the label on the unclassified frames after it, and a held change switches on the
+    same classification as on a 1 fps camera."""
+    every = seconds(1.0)
+    assert every * DT > TrackerSettings().switch_hold_s
+    classes = ["happiness"] * 5 + ["anger"] + ["happiness"] * 4 + ["surprise"] * 4
+    probs = [onehot(c, 0.99 if c == "anger" else 0.9) for c in classes]
+    capped_out = run(Tracker(LABELS), [[(BOX, probs[i // every] if i % every == 0 else None)]
+                                       for i in range(len(classes) * every)])
+    sparse = Tracker(LABELS)
+    sparse_out = [sparse.update([BOX], [p], k * every * DT, 1_700_000_000 + k * every * DT) for k, p in enumerate(probs)]
+
+    def changes(outs):
+        return [(e.previous_label, e.label, e.timestamp) for _, events in outs for e in events if e.kind == "changed"]
+
+    assert changes(capped_out) == changes(sparse_out)
+    assert [(old, new) for old, new, _ in changes(capped_out)] == [("happiness", "surprise")]
+
+
 def test_a_face_first_seen_on_an_unclassified_frame_waits_for_its_label():
     tracker = Tracker(LABELS)
     (faces, events), = run(tracker, [[(BOX, None)]])
