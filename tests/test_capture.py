@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_fer.capture import latest
+from edge_fer.capture import latest, opencv
 from fixtures_media import frame_number, read_astronaut
 
 import edge_fer.capture as capture
@@ -22,6 +22,7 @@ from edge_fer.capture.picamera import PicameraGrabber
 from edge_fer.errors import SourceError
 
 READ_TIMEOUT_S = 5.0  # generous: a read that takes this long is a failure, not slowness
+SCENARIO_S = 30.0  # a multi-reconnect scenario on a loaded machine: a bound on "it happened", not a speed
 
 
 def read_all(source: LatestFrameSource, limit: int = 1000) -> list:
@@ -59,6 +60,15 @@ def test_looping_video_restarts_at_its_end(make_video):
     assert restarts >= 2, numbers
 
 
+def test_slow_video_plays_at_its_own_rate_without_counting_as_stalled(make_video, caplog):
+    # 1 fps from the container, not the config: frames 1 s apart, twice the stall timeout
+    with open_source(str(make_video(3, fps=1)), stall_timeout_s=0.5) as source:
+        frames = read_all(source, limit=4)  # a reopened file would replay frame 0 forever
+        ended = source.ended
+    assert [frame_number(f.image) for f in frames] == [0, 1, 2] and ended
+    assert "stalled" not in caplog.text
+
+
 def test_slow_consumer_gets_the_newest_frame_and_drops_are_counted(make_video):
     with open_source(str(make_video(20, fps=100))) as source:
         frames = []
@@ -78,11 +88,11 @@ def test_file_that_vanishes_is_reopened_when_it_returns(make_video, tmp_path, ca
         assert source.read(READ_TIMEOUT_S) is not None
         hidden = video.rename(tmp_path / "hidden.avi")
         wait_until(lambda: "reopen failed" in caplog.text)
+        source.read(timeout=0)  # the old reader's last frame, if still unread
+        back = time.monotonic()
         shutil.move(hidden, video)
         wait_until(lambda: "reopened" in caplog.text)
-        before = source.last_frame_time
-        wait_until(lambda: source.last_frame_time > before)
-        assert source.read(READ_TIMEOUT_S) is not None
+        assert source.read(READ_TIMEOUT_S).timestamp > back
     assert re.search(r"clip\.avi.*no such file.*retrying in 0\.5 s", caplog.text)
 
 
@@ -110,13 +120,13 @@ def test_builtin_photo_repeats_like_a_camera():
 
 def test_read_times_out_without_claiming_end_of_input():
     with open_source("builtin:astronaut", fps=0.8) as source:  # next frame after 1.25 s
-        assert source.read(READ_TIMEOUT_S) is not None
+        first = source.read(READ_TIMEOUT_S)
         assert source.read(timeout=0.05) is None
         started = time.monotonic()
         assert source.read() is None  # by default read() returns within latest.READ_TIMEOUT_S
         assert latest.READ_TIMEOUT_S * 0.9 < time.monotonic() - started < latest.READ_TIMEOUT_S + 0.5
         assert not source.ended
-        assert time.monotonic() - source.last_frame_time < 1.25
+        assert time.monotonic() - first.timestamp < 1.25  # so no frame was due during those reads
 
 
 def test_close_ends_the_threads_and_reads(make_video):
@@ -172,7 +182,8 @@ class FakeCamera:
 
     Behaviour knobs (class attributes, reset per test): ``format`` overrides what libcamera
     "configures"; ``open_failures`` makes that many constructions fail; ``stall_after`` /
-    ``fail_after`` make capture_array block or raise after that many frames, on the first camera.
+    ``fail_after`` make capture_array block or raise after that many frames, on the first
+    ``faulty_cameras`` cameras opened.
     """
 
     PERIOD_S = 0.01  # a 100 fps sensor, so the reader thread does not spin
@@ -180,6 +191,7 @@ class FakeCamera:
     open_failures = 0
     stall_after: int | None = None
     fail_after: int | None = None
+    faulty_cameras = 1
     release = threading.Event()
 
     def __init__(self, camera_num: int = 0):
@@ -187,7 +199,7 @@ class FakeCamera:
             FakeCamera.open_failures -= 1
             raise RuntimeError("Camera in use by another process")
         self.camera_num = camera_num
-        self.first = not FakeCamera.instances
+        self.faulty = len(FakeCamera.instances) < FakeCamera.faulty_cameras
         self.frames = 0
         self.closed = False
         FakeCamera.instances.append(self)
@@ -205,9 +217,9 @@ class FakeCamera:
         pass
 
     def capture_array(self, name="main"):
-        if self.first and self.frames == FakeCamera.stall_after:
+        if self.faulty and self.frames == FakeCamera.stall_after:
             FakeCamera.release.wait()
-        if self.first and self.frames == FakeCamera.fail_after:
+        if self.faulty and self.frames == FakeCamera.fail_after:
             raise RuntimeError("Device timeout")
         self.frames += 1
         time.sleep(self.PERIOD_S)
@@ -226,7 +238,7 @@ class FakeCamera:
 
 @pytest.fixture
 def fake_picamera2(monkeypatch):
-    FakeCamera.format, FakeCamera.open_failures = None, 0
+    FakeCamera.format, FakeCamera.open_failures, FakeCamera.faulty_cameras = None, 0, 1
     FakeCamera.stall_after = FakeCamera.fail_after = None
     FakeCamera.instances = []
     FakeCamera.release = threading.Event()
@@ -283,3 +295,34 @@ def test_camera_errors_reopen_with_doubling_backoff(fake_picamera2, caplog):
     waits = re.findall(r"(?:reopening|retrying) in ([\d.]+) s", caplog.text)
     assert "read failed (Device timeout)" in caplog.text
     assert [float(w) for w in waits] == [0.02, 0.04, 0.08, 0.08, 0.08]
+
+
+def test_backoff_starts_again_once_the_camera_really_delivered(fake_picamera2, caplog):
+    fake_picamera2.fail_after, fake_picamera2.faulty_cameras = 80, 2  # 0.8 s of frames, then a failure
+
+    def opener():
+        return PicameraGrabber(0, 320, 240, None)
+
+    source = LatestFrameSource("picamera:0", opener, stall_timeout_s=0.5, reconnect_initial_s=0.02,
+                               reconnect_max_s=0.08)
+    fake_picamera2.open_failures = 2
+    with source:
+        wait_until(lambda: len(fake_picamera2.instances) == 3, timeout=SCENARIO_S)
+        assert source.read(READ_TIMEOUT_S) is not None
+    waits = re.findall(r"(?:reopening|retrying) in ([\d.]+) s", caplog.text)
+    assert [float(w) for w in waits] == [0.02, 0.04, 0.08, 0.02]  # camera 2 ran longer than the stall timeout
+
+
+def test_live_source_that_fails_after_its_probe_frame_backs_off(make_video, caplog):
+    """A camera or stream opens, gives the probe frame _open_capture read, then fails: that is a
+    failure every time, not a recovery, so the waits keep doubling."""
+    video = str(make_video(1, fps=25))  # read as a live source: its second read fails
+
+    def opener():
+        cap, first = opencv._open_capture(video, lambda: cv2.VideoCapture(video), "")
+        return opencv.VideoGrabber(video, cap, first, None)
+
+    with LatestFrameSource(video, opener, reconnect_initial_s=0.02, reconnect_max_s=0.08):
+        wait_until(lambda: caplog.text.count("reopening in") >= 4, timeout=SCENARIO_S)
+    waits = re.findall(r"read failed \(.*stopped giving frames\); reopening in ([\d.]+) s", caplog.text)
+    assert [float(w) for w in waits[:4]] == [0.02, 0.04, 0.08, 0.08]

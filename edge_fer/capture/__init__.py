@@ -4,12 +4,10 @@ from __future__ import annotations
 import re
 
 from edge_fer.capture.base import Frame, FrameSource
-from edge_fer.capture.latest import RECONNECT_INITIAL_S, RECONNECT_MAX_S, LatestFrameSource
+from edge_fer.capture.latest import MIN_STALL_FRAMES, RECONNECT_INITIAL_S, RECONNECT_MAX_S, LatestFrameSource
 from edge_fer.capture.opencv import BUILTIN_IMAGES, SOURCE_FORMS, open_opencv
 from edge_fer.capture.picamera import open_picamera
 from edge_fer.errors import SourceError
-
-MIN_STALL_FRAMES = 3  # a slow frame rate must not look like a stall: wait at least this many periods
 
 __all__ = ["BUILTIN_IMAGES", "RECONNECT_INITIAL_S", "RECONNECT_MAX_S", "Frame", "FrameSource",
            "LatestFrameSource", "open_source"]
@@ -26,7 +24,7 @@ def open_source(uri: str, *, width: int = 640, height: int = 480, fps: float | N
     (at least MIN_STALL_FRAMES frame periods) is reopened. Raises SourceError naming the source and
     what to do when it cannot be opened.
     """
-    if fps:
+    if fps:  # cameras and streams set their own pace: only the config tells their period
         stall_timeout_s = max(stall_timeout_s, MIN_STALL_FRAMES / fps)
     camera = re.fullmatch(r"picamera(?::(\d+))?", uri)
     if camera:

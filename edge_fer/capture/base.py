@@ -20,18 +20,14 @@ class FrameSource(Protocol):
     """A camera, file or stream.
 
     ``read`` returns the newest frame not yet returned, or None when none came within its timeout
-    or at end of input; ``ended`` tells the two apart. ``last_frame_time`` (monotonic, None
-    before the first frame) is for the watchdog; ``dropped_frames`` counts frames overwritten by
-    newer ones before they were read.
+    or at end of input; ``ended`` tells the two apart. ``dropped_frames`` counts frames
+    overwritten by newer ones before they were read.
     """
 
     def read(self, timeout: float | None = ...) -> Frame | None: ...
 
     @property
     def ended(self) -> bool: ...
-
-    @property
-    def last_frame_time(self) -> float | None: ...
 
     @property
     def dropped_frames(self) -> int: ...

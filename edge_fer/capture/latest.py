@@ -5,9 +5,12 @@ The reader overwrites a single slot; a frame replaced before anyone read it is c
 ``max-buffers=1 drop=true``; picamera2 keeps one request the same way).
 
 A supervisor thread reopens the device when a read fails or when no frame has arrived for
-``stall_timeout_s``, waiting RECONNECT_INITIAL_S, then twice as long each failure, up to
-RECONNECT_MAX_S. A reader stuck inside a driver call is abandoned rather than interrupted (no
-backend can be interrupted safely); it closes its own device if the call ever returns.
+``stall_timeout_s`` (or MIN_STALL_FRAMES of the device's frame periods, if longer), waiting
+RECONNECT_INITIAL_S, then twice as long each failure, up to RECONNECT_MAX_S. The wait starts again
+from RECONNECT_INITIAL_S only after the source delivered frames for a whole stall timeout (or played
+a file through): a device that opens, gives a frame and fails is still failing. A reader stuck
+inside a driver call is abandoned rather than interrupted (no backend can be interrupted safely);
+it closes its own device if the call ever returns.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 
 RECONNECT_INITIAL_S = 0.5  # first wait before reopening a lost source
 RECONNECT_MAX_S = 30.0  # backoff ceiling: a camera that comes back is picked up within 30 s
+MIN_STALL_FRAMES = 3  # a slow frame rate must not look like a stall: wait at least this many periods
 CLOSE_JOIN_S = 0.5  # how long close() waits for the threads; a thread stuck in a driver is a daemon
 # and is abandoned: SIGTERM must end the process within 2 s (issue 5) even with a hung camera
 READ_TIMEOUT_S = 0.25  # read() returns at least this often, so the caller's loop sees its stop flag
@@ -32,7 +36,13 @@ END_OF_INPUT = "end of input"
 
 
 class Grabber(Protocol):
-    """One opened device, file or stream, used by one thread at a time."""
+    """One opened device, file or stream, used by one thread at a time.
+
+    ``period``: seconds between the frames it paces itself to (a file's rate), 0 when the device
+    sets the pace; the stall timeout is stretched to MIN_STALL_FRAMES of it.
+    """
+
+    period: float
 
     def grab(self) -> np.ndarray | None:
         """Block for the next BGR HxWx3 image; None at end of input; raise when the device fails."""
@@ -58,7 +68,7 @@ class LatestFrameSource:
         self._reconnect_max_s = reconnect_max_s
         self._cond = threading.Condition()
         self._slot: tuple[np.ndarray, float] | None = None  # newest unread (image, capture time)
-        self._last_frame_time: float | None = None
+        self._last_frame_time: float | None = None  # monotonic, of the newest captured frame
         self._captured = 0
         self._delivered = 0
         self._dropped = 0
@@ -76,11 +86,6 @@ class LatestFrameSource:
     def dropped_frames(self) -> int:
         """Frames captured but overwritten by a newer one before read() took them."""
         return self._dropped
-
-    @property
-    def last_frame_time(self) -> float | None:
-        """time.monotonic() of the newest captured frame, for the watchdog; None before the first."""
-        return self._last_frame_time
 
     @property
     def ended(self) -> bool:
@@ -123,11 +128,15 @@ class LatestFrameSource:
         delay = self._reconnect_initial_s
         while True:
             captured_before = self._captured
-            reason = self._run_reader(grabber)
+            started = time.monotonic()
+            stall_s = max(self._stall_timeout_s, MIN_STALL_FRAMES * grabber.period)
+            reason = self._run_reader(grabber, stall_s)
             if reason is None:  # closed
                 return
             got_frames = self._captured > captured_before
-            if got_frames:
+            # Only a real run resets the backoff (frames for a whole stall timeout, or a file played
+            # through): a device that gives the opener's probe frame and then fails is still failing.
+            if got_frames and (reason == END_OF_INPUT or self._last_frame_time - started >= stall_s):
                 delay = self._reconnect_initial_s
             if reason == END_OF_INPUT and not self._loop:
                 with self._cond:
@@ -155,8 +164,8 @@ class LatestFrameSource:
             if wait:  # after a logged problem
                 log.info("capture %s: reopened", self.name)
 
-    def _run_reader(self, grabber: Grabber) -> str | None:
-        """Start a reader on ``grabber``; wait until it stops or stalls. None means closed."""
+    def _run_reader(self, grabber: Grabber, stall_s: float) -> str | None:
+        """Start a reader on ``grabber``; wait until it stops or is silent for ``stall_s``. None: closed."""
         with self._cond:
             if self._closed:  # close() came while the device was being opened
                 grabber.close()
@@ -175,10 +184,10 @@ class LatestFrameSource:
                 if self._trouble is not None:
                     return self._trouble
                 quiet_since = max(started, self._last_frame_time or started)
-                remaining = quiet_since + self._stall_timeout_s - time.monotonic()
+                remaining = quiet_since + stall_s - time.monotonic()
                 if remaining <= 0:
                     self._generation += 1  # retire the stuck reader
-                    return f"stalled (no frame for {self._stall_timeout_s:g} s)"
+                    return f"stalled (no frame for {stall_s:g} s)"
                 self._cond.wait(remaining)
 
     def _read_loop(self, grabber: Grabber, generation: int) -> None:

@@ -34,14 +34,14 @@ class Pacer:
     """Sleeps so calls to wait() return at most ``fps`` times a second; never bursts to catch up."""
 
     def __init__(self, fps: float):
-        self._period = 1.0 / fps
+        self.period = 1.0 / fps
         self._due = 0.0
 
     def wait(self) -> None:
         now = time.monotonic()
         if self._due > now:
             time.sleep(self._due - now)
-        self._due = max(self._due, now) + self._period
+        self._due = max(self._due, now) + self.period
 
 
 class VideoGrabber:
@@ -56,6 +56,7 @@ class VideoGrabber:
         self._capture = capture
         self._pending: np.ndarray | None = first
         self._pacer = pacer
+        self.period = pacer.period if pacer is not None else 0.0
 
     def grab(self) -> np.ndarray | None:
         image, self._pending = self._pending, None
@@ -80,6 +81,7 @@ class StillGrabber:
         self._name = name
         self._paths = paths
         self._pacer = pacer
+        self.period = pacer.period
         self._loop = loop
         self._next = 0
         self._cached = read_image(paths[0]) if len(paths) == 1 else None

@@ -31,6 +31,8 @@ TO_BGR = {  # configured format -> cv2.cvtColor code to BGR (None: already BGR)
 class PicameraGrabber:
     """One started Picamera2; grab() returns the next "main" stream frame as BGR."""
 
+    period = 0.0  # the sensor sets the pace (open_source stretches the stall timeout for a set fps)
+
     def __init__(self, camera_num: int, width: int, height: int, fps: float | None):
         self._name = f"picamera:{camera_num}"
         try:
