@@ -221,13 +221,10 @@ def soak(args: argparse.Namespace) -> Run:
     with tempfile.TemporaryDirectory(prefix="edge-fer-soak-") as tmp:
         work = Path(tmp)
         clip = write_clip(work / "camera.avi", args.clip_s, args.fps, args.width, args.height)
-        state = work / "state"
-        state.mkdir()
         config = work / "config.toml"
         config.write_text(f'[source]\nuri = "{clip}"\nfps = {args.fps}\nloop = true\n'
                           f'width = {args.width}\nheight = {args.height}\n'
-                          f'[mqtt]\ndevice_id = "soak"\nstats_interval_s = {args.stats_s}\n'
-                          f'[service]\nstate_dir = "{state}"\n')
+                          f'[mqtt]\ndevice_id = "soak"\nstats_interval_s = {args.stats_s}\n')
         before = machine()
         daemon = Daemon(config, work, args.model)
         samples: list[Sample] = []

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from edge_fer import __version__
-from edge_fer.errors import ConfigError, EdgeFerError, ModelError, SourceError
+from edge_fer.errors import ConfigError, EdgeFerError, ModelError, PublishError, SourceError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-"""2: bad config or model, which a restart cannot fix (the unit's RestartPreventExitStatus=2).
+"""2: bad config, model or TLS file, which a restart cannot fix (the unit's RestartPreventExitStatus=2).
 1: anything a restart may fix (camera not there yet, pipeline failure mid-run)."""
 
 log = logging.getLogger("edge_fer")
@@ -23,21 +23,25 @@ def _overrides(args) -> dict:
     return {k: v for k, v in pairs.items() if v is not None}
 
 
-def _load(args):
+def _load(args, apply_logging: bool = True):
+    """``apply_logging=False`` for a reload: the daemon applies the level only if it accepts the config."""
     import os
 
     from edge_fer.config import load_config
     from edge_fer.logsetup import setup_logging
 
     cfg = load_config(args.config, _overrides(args), os.environ)
-    setup_logging(cfg.service.log_level)  # validated: service.log_level, or --log-level over it
+    if apply_logging:
+        setup_logging(cfg.service.log_level)  # validated: service.log_level, or --log-level over it
     return cfg
 
 
 def cmd_check_config(args) -> int:
     from edge_fer.config import dump_config
+    from edge_fer.publish import build_sink
 
     cfg = _load(args)
+    build_sink(cfg)  # loads the TLS files (the unit's ExecStartPre), connects to nothing
     print(dump_config(cfg))
     return EXIT_OK
 
@@ -46,7 +50,8 @@ def cmd_run(args) -> int:
     from edge_fer.service import Daemon, RunLimits
 
     cfg = _load(args)
-    return Daemon(cfg, RunLimits(args.max_frames, args.duration), reload=lambda: _load(args)).run()
+    limits = RunLimits(args.max_frames, args.duration)
+    return Daemon(cfg, limits, reload=lambda: _load(args, apply_logging=False)).run()
 
 
 def cmd_classify(args) -> int:
@@ -114,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("check-config", help="validate and print the effective config (secrets redacted)"))
     p.set_defaults(run=cmd_check_config)
 
-    p = sub.add_parser("install-service", help="install the systemd unit, a default config and the service user")
+    p = sub.add_parser("install-service", help="install the systemd unit and a default config (the unit runs as a DynamicUser)")
     p.add_argument("--root", default="/", help="install below this root (packaging, tests)")
     p.set_defaults(run=cmd_install_service)
     return parser
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    except ModelError as exc:
+    except (ModelError, PublishError) as exc:  # a bad model or TLS file: a restart cannot fix it
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (SourceError, EdgeFerError) as exc:  # a camera absent at start may appear: let systemd retry

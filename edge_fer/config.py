@@ -90,9 +90,6 @@ def _file(value: str) -> str | None:
     return None
 
 
-def _absolute(value: str) -> str | None:
-    return None if os.path.isabs(value) else "must be an absolute path"
-
 
 def _log_level(value: str) -> str | None:
     return None if value.upper() in LOG_LEVELS else f"must be one of {', '.join(LOG_LEVELS)}"
@@ -121,6 +118,8 @@ class DetectorConfig:
     """Face detection: which detector and what counts as a face."""
 
     kind: str = _opt("blazeface-short", choices=("blazeface-short", "blazeface-full", "haar"))
+    # MediaPipe's full-range default, kept for short range too (whose own is 0.5): the stricter
+    # cut drops the low-scored, mostly small or turned faces, whose expression is least reliable.
     score_threshold: float = _opt(0.6, lo=0.0, hi=1.0)
     min_face_px: int = _opt(40, lo=8, hi=4096)
     max_faces: int = _opt(5, lo=1, hi=32)
@@ -212,7 +211,6 @@ class PrivacyConfig:
 class ServiceConfig:
     """The daemon itself."""
 
-    state_dir: str = _opt("/var/lib/edge-fer", check=_absolute)  # the only place the daemon may write
     log_level: str = _opt("INFO", check=_log_level)
 
 
@@ -313,7 +311,10 @@ def _check_value(path: str, value: Any, f: Any, kind: type, origin: str) -> tupl
     shown = REDACTED if meta["secret"] else json.dumps(value, default=str)
     where = f"{path} = {shown} ({origin})"
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            return None, f"{where}: out of range; must be a finite number"
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         return None, f"{where}: must be {_TYPE_WORDS[kind]}"
     if isinstance(value, float) and not math.isfinite(value):

@@ -53,7 +53,7 @@ class PipelineStats:
     fps: float
     frames: int
     dropped_frames: int
-    inference_ms: float  # mean classify time per frame with faces, over the stats window
+    inference_ms: float  # mean classify time per frame whose faces were classified, over the stats window
     detect_ms: float
     uptime_s: float
     interpreter: str  # backend package in use

@@ -77,6 +77,10 @@ def load_card(model_path: str | Path) -> ModelCard:
         raise ModelError(f"model card {card_file} lacks or mistypes a field ({exc!r})") from exc
     if set(card.labels) != set(LABELS) or len(card.labels) != len(LABELS):
         raise ModelError(f"model card {card_file} labels {list(card.labels)} are not the 7 expressions {list(LABELS)}")
+    # What edge_fer.classify feeds: one grayscale channel, a square crop, a positive crop scale.
+    if card.channels != 1 or card.input_size[0] != card.input_size[1] or card.crop.scale <= 0:
+        raise ModelError(f"model card {card_file}: edge-fer feeds square grayscale crops; the card says channels "
+                         f"{card.channels}, input_size {list(card.input_size)}, crop scale {card.crop.scale:g}")
     if model_path.is_file() and sha256_file(model_path) != card.sha256:
         raise ModelError(f"{model_path} does not match its card's sha256 (corrupt or replaced file); "
                          "reinstall edge-fer or re-run `python -m quantize card`")

@@ -29,6 +29,7 @@ class StageTimes:
     detect_ms: float = 0.0
     classify_ms: float = 0.0
     track_ms: float = 0.0
+    classified: bool = False  # faces classified on this frame (max_rate_hz skips some)
 
 
 class Pipeline:
@@ -52,7 +53,8 @@ class Pipeline:
         faces = self.detector.detect(frame.image)
         t1 = time.perf_counter()
         probs: list = [None] * len(faces)
-        if faces and self._due(frame.timestamp):
+        classified = bool(faces) and self._due(frame.timestamp)
+        if classified:
             mirrored = self._classified % 2 == 1
             probs = [e.probabilities for e in self.classifier.classify(frame.image, faces, mirrored=mirrored)]
             self._classified += 1
@@ -60,5 +62,5 @@ class Pipeline:
         t2 = time.perf_counter()
         present, events = self.tracker.update([f.box for f in faces], probs, frame.timestamp, wall)
         t3 = time.perf_counter()
-        self.times = StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        self.times = StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, classified)
         return FrameResult(wall, present, events)

@@ -18,6 +18,7 @@ from edge_fer.config import Config
 from edge_fer.detect import build_detector
 from edge_fer.errors import ConfigError, EdgeFerError
 from edge_fer.health import Notifier, Watchdog
+from edge_fer.logsetup import setup_logging
 from edge_fer.messages import FrameResult, PipelineStats
 from edge_fer.model_card import PACKAGED_MODEL
 from edge_fer.pipeline import Pipeline
@@ -66,13 +67,13 @@ class _Rate:
         self.reset(now)
 
     def reset(self, now: float) -> None:
-        self.start, self.frames, self.detect_ms, self.classify_ms, self.with_faces = now, 0, 0.0, 0.0, 0
+        self.start, self.frames, self.detect_ms, self.classify_ms, self.classified = now, 0, 0.0, 0.0, 0
 
-    def add(self, pipeline: Pipeline, faces: int) -> None:
+    def add(self, pipeline: Pipeline) -> None:
         self.frames += 1
         self.detect_ms += pipeline.times.detect_ms
-        if faces:
-            self.with_faces += 1
+        if pipeline.times.classified:
+            self.classified += 1
             self.classify_ms += pipeline.times.classify_ms
 
     def fps(self, now: float) -> float:
@@ -118,35 +119,46 @@ class Daemon:
         if self._reload is None:
             return
         self.notifier.reloading()
-        pipeline = source = sink = None
-        try:  # build every new part first: a part that fails leaves all of the old ones running
+        try:  # build the new parts first: a part that fails leaves all of the old ones running
             new = self._reload()
             changed = {name for name in ("source", "detector", "classifier", "tracker", "mqtt", "homeassistant",
                                          "privacy", "service") if getattr(new, name) != getattr(self.cfg, name)}
-            if changed & {"detector", "classifier", "tracker"}:
-                pipeline = build_pipeline(new)
+            pipeline = build_pipeline(new) if changed & {"detector", "classifier", "tracker"} else None
+            sink = build_sink(new) if changed & {"mqtt", "homeassistant", "privacy"} else None
             if "source" in changed:
-                source = open_configured_source(new)
-            if changed & {"mqtt", "homeassistant", "privacy"}:
-                sink = build_sink(new)
+                self._reopen_source(new)
         except (ConfigError, EdgeFerError) as exc:
-            if source is not None:
-                source.close()
             log.error("SIGHUP: new config rejected, still running on the old one: %s", exc)
         else:
-            if pipeline is not None:
+            if pipeline is not None or sink is not None:  # tracks end under the old rules, on the old sink
                 self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
+            if pipeline is not None:
                 self.pipeline = pipeline
-            if source is not None:
-                self.source.close()
-                self.source = source
             if sink is not None:
-                self.sink.stop(REASON_RELOAD)
+                undelivered = self.sink.stop(REASON_RELOAD)
+                sink.take_over(self.sink, undelivered)
+                if undelivered:
+                    log.info("SIGHUP: %d undelivered message(s) carried over to the new sink", len(undelivered))
                 self.sink = sink
                 self.sink.start()
+            if "service" in changed:
+                setup_logging(new.service.log_level)
             self.cfg = new
             log.info("SIGHUP: config reloaded (changed: %s)", ", ".join(sorted(changed)) or "nothing")
         self.notifier.ready(self._status_text(0.0, 0))
+
+    def _reopen_source(self, new: Config) -> None:
+        """Close the old source first: a camera (libcamera, V4L2) has one owner at a time. If the
+        new one cannot open, the old one is reopened and the SourceError propagates."""
+        self.source.close()
+        try:
+            self.source = open_configured_source(new)
+        except EdgeFerError as exc:
+            try:
+                self.source = open_configured_source(self.cfg)
+            except EdgeFerError as again:  # not a config problem: end the run for systemd to restart
+                raise RuntimeError(f"the old source cannot be reopened either: {again}") from exc
+            raise
 
     # --- the loop ---------------------------------------------------------------------------
     def _publish(self, result: FrameResult) -> None:
@@ -159,7 +171,7 @@ class Daemon:
     def _stats(self, rate: _Rate, now: float, started: float) -> PipelineStats:
         return PipelineStats(
             fps=round(rate.fps(now), 2), frames=self.frames, dropped_frames=self.source.dropped_frames,
-            inference_ms=round(rate.classify_ms / max(rate.with_faces, 1), 3),
+            inference_ms=round(rate.classify_ms / max(rate.classified, 1), 3),
             detect_ms=round(rate.detect_ms / max(rate.frames, 1), 3), uptime_s=round(now - started, 1),
             interpreter=self.pipeline.classifier.backend)
 
@@ -173,13 +185,15 @@ class Daemon:
         self._start()
         started = time.monotonic()
         rate, self.frames, ready, faces, status = _Rate(started), 0, False, 0, EXIT_OK
-        stats_every = self.cfg.mqtt.stats_interval_s
         try:
             while not self._stop and not self._limit_reached(time.monotonic(), started):
                 if self._hup:
                     self._apply_reload()
                 frame = self.source.read()
                 now = time.monotonic()
+                if now - rate.start >= self.cfg.mqtt.stats_interval_s:  # also while frames stop: health is news then
+                    self.sink.publish_stats(self._stats(rate, now, started))
+                    rate.reset(now)
                 if frame is None:
                     if self.source.ended:
                         log.info("source %s ended", self.cfg.source.uri)
@@ -195,15 +209,12 @@ class Daemon:
                 self._publish(result)
                 self.frames += 1
                 faces = len(result.faces)
-                rate.add(self.pipeline, faces)
+                rate.add(self.pipeline)
                 if not ready:
                     ready = True
                     self.notifier.ready(self._status_text(0.0, faces))
                     log.info("first frame processed; ready")
                 self.watchdog.frame_done(now, status=lambda: self._status_text(rate.fps(now), faces))
-                if now - rate.start >= stats_every:
-                    self.sink.publish_stats(self._stats(rate, now, started))
-                    rate.reset(now)
         except Exception:
             log.exception("pipeline failed mid-run; exiting for systemd to restart")
             self._stop_reason, status = REASON_FAILURE, EXIT_FAILURE
@@ -215,6 +226,9 @@ class Daemon:
         now = time.monotonic()
         self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
         self.sink.publish_stats(self._stats(rate, now, started))
-        self.sink.stop(self._stop_reason)  # first: closing a stalled camera may wait for its driver
+        undelivered = self.sink.stop(self._stop_reason)  # first: closing a stalled camera may wait for its driver
+        if undelivered:
+            log.warning("stopping with %d message(s) not delivered (broker unreachable or too slow)",
+                        len(undelivered))
         self.source.close()
         log.info("stopped after %d frames (%s)", self.frames, self._stop_reason)

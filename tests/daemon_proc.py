@@ -50,12 +50,11 @@ def toml_text(config: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def base_config(state_dir: Path, uri: str, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def base_config(uri: str, **sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Fast, observable defaults: stats every second, a fixed device id; ``sections`` override."""
     config: dict[str, dict[str, Any]] = {
         "source": {"uri": uri, "loop": True},
         "mqtt": {"device_id": "faulty", "stats_interval_s": 1.0},
-        "service": {"state_dir": str(state_dir)},
     }
     for name, table in sections.items():
         config.setdefault(name, {}).update(table)

@@ -49,6 +49,9 @@ def _copy_model(tmp_path, edit=None):
     (lambda c: c.update(labels=["a"] * 7), "are not the 7 expressions"),
     (lambda c: c.pop("crop"), "lacks or mistypes a field"),
     (lambda c: c.update(input_size=[64, 64]), "its card says uint8 \\(1, 64, 64, 1\\)"),
+    (lambda c: c.update(input_size=[48, 64]), "feeds square grayscale crops.*input_size \\[48, 64\\]"),
+    (lambda c: c.update(channels=3), "feeds square grayscale crops.*channels 3"),
+    (lambda c: c["crop"].update(scale=0), "feeds square grayscale crops.*crop scale 0"),
 ])
 def test_a_card_that_does_not_fit_the_model_is_refused(tmp_path, edit, match):
     with pytest.raises(ModelError, match=match):

@@ -139,12 +139,12 @@ BAD_CONFIGS = [
     ("[classifier]\nmodel = '/nonexistent/m.tflite'", r"classifier\.model = .*not found"),
     ("[tracker]\nsmoothing_s = -1", r"tracker\.smoothing_s = -1 .*allowed 0 to 10"),
     ("[source]\nstall_timeout_s = 0.1", r"source\.stall_timeout_s = 0\.1 .*allowed 0\.5 to 300"),
+    ("[source]\nfps = 1" + "0" * 400, r"source\.fps = 10+ .*out of range; must be a finite number"),
     ("[source]\nloop = 'yes'", r"source\.loop = \"yes\" .*must be true or false"),
     ("[source]\nuri = ''", r"source\.uri = \"\" .*must not be empty"),
     ("[privacy]\nmode = 'anonymous'", r"privacy\.mode = \"anonymous\" .*labels, aggregate, presence"),
     ("[privacy]\nk_min = 0", r"privacy\.k_min = 0 .*allowed 1 to 1000"),
     ("[service]\nlog_level = 'LOUD'", r"service\.log_level = \"LOUD\" .*DEBUG, INFO"),
-    ("[service]\nstate_dir = 'var/lib'", r"service\.state_dir = \"var/lib\" .*absolute"),
     ("[homeassistant]\nprefix = 'edge-fer'", r"mqtt\.prefix = \"edge-fer\": must differ from homeassistant\.prefix"),
     ("[mqtt\nhost = 1", r"config file .*config\.toml"),
 ]

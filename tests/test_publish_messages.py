@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import time
 
 import jsonschema
@@ -14,6 +15,8 @@ from edge_fer import LABELS
 from edge_fer.config import load_config
 from edge_fer.messages import UNCERTAIN, FrameResult, PipelineStats, TrackedFace, TrackEvent
 from edge_fer.publish import MemorySink, Message, MqttSink, StdoutSink, build_sink, load_schema
+from edge_fer.publish._mqtt import STOP_JOIN_S
+from edge_fer.publish._sink import STOP_DRAIN_S
 from edge_fer.publish._discovery import AVAILABILITY_TEMPLATE, EXPIRE_AFTER_HEARTBEATS
 from edge_fer.publish._outbox import Outbox
 from edge_fer.publish._payloads import dominant, iso_ts
@@ -21,6 +24,7 @@ from edge_fer.publish._stream import STATE_EXPIRY_HEARTBEATS, MessageStream
 
 T0 = 1_700_000_000.0
 DT = 1 / 15
+LIVENESS_S = 30.0  # a generous bound for "it returned at all": not a speed target
 STATS = PipelineStats(fps=14.9, frames=900, dropped_frames=3, inference_ms=8.25, detect_ms=4.5, uptime_s=60.0,
                       interpreter="ai-edge-litert")
 
@@ -160,6 +164,52 @@ def test_stdout_sink_writes_one_json_line_per_message():
     assert [line["payload"]["seq"] for line in lines] == [1, 2, 3, 4, 5]
 
 
+def test_stdout_sink_stops_within_its_budget_when_nobody_reads_stdout():
+    """``edge-fer run | slow-consumer``, then SIGTERM: a full pipe must not hold the stop."""
+    read_end, write_end = os.pipe()
+    out = os.fdopen(write_end, "w")
+    sink = StdoutSink(make_cfg(mqtt__buffer_size=100_000), out=out, stop_timeout_s=0.2)
+    sink.start()
+    for _ in range(2000):  # far more than a pipe buffer holds
+        sink.publish_stats(STATS)
+    stopper = threading.Thread(target=sink.stop, daemon=True)
+    stopper.start()
+    stopper.join(LIVENESS_S)
+    assert not stopper.is_alive(), "stop() waited for a reader that never came"
+    os.close(read_end)
+
+
+def test_stdout_sink_keeps_running_when_its_reader_goes_away(caplog):
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader exited: every write is EPIPE
+    sink = StdoutSink(make_cfg(), out=os.fdopen(write_end, "w"))
+    sink.start()
+    sink.publish_stats(STATS)
+    assert sink.outbox.wait_until(lambda: not sink.connected, LIVENESS_S)
+    sink.publish_frame(FrameResult(T0, []))  # still returns
+    sink.stop()
+    assert "cannot write to stdout" in caplog.text
+
+
+def test_a_replacing_sink_numbers_on_and_delivers_what_the_old_one_could_not_first():
+    """Config reload while the broker is away: nothing queued is lost and seq does not restart."""
+    old = MqttSink(make_cfg(mqtt__host="127.0.0.1", mqtt__port=1))
+    old.start()
+    for i in range(5):
+        old.publish_frame(FrameResult(T0 + i, [TrackedFace("a1", LABELS[i], 0.9)]))
+    t = time.monotonic()
+    undelivered = old.stop("reload")
+    assert time.monotonic() - t < STOP_DRAIN_S + STOP_JOIN_S  # the broker is away: no drain wait
+    new = MemorySink(make_cfg())
+    new.take_over(old, undelivered)
+    new.start()
+    new.publish_frame(FrameResult(T0 + 9, []))
+    seqs = [m.payload["seq"] for m in new.messages]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert [m.kind for m in new.messages] == [*["state"] * 5, "available", "available", "state"]
+    assert [m.payload["status"] for m in new.messages if m.kind == "available"] == ["stopped", "online"]
+
+
 def test_memory_sink_records_the_same_messages():
     sink = MemorySink(make_cfg(homeassistant__discovery=True))
     sink.start()
@@ -187,13 +237,27 @@ def test_outbox_drops_the_oldest_and_counts_them():
 
 
 def test_publish_frame_never_blocks_while_the_broker_is_unreachable():
-    sink = MqttSink(make_cfg(mqtt__host="127.0.0.1", mqtt__port=1, mqtt__buffer_size=10), stop_timeout_s=0.1)
+    """A sink that waited for the broker would never finish these 2000 frames; the buffer keeps
+    the newest 10, and stop hands them back instead of waiting for a broker that is away."""
+    sink = MqttSink(make_cfg(mqtt__host="127.0.0.1", mqtt__port=1, mqtt__buffer_size=10))
     sink.start()
-    t = time.perf_counter()
-    for i in range(2000):
-        sink.publish_frame(FrameResult(T0 + i * DT, [TrackedFace("a1", LABELS[i % 7], 0.9)]))
-    elapsed = time.perf_counter() - t
+    camera = threading.Thread(target=lambda: [sink.publish_frame(FrameResult(T0 + i * DT, [TrackedFace(
+        "a1", LABELS[i % 7], 0.9)])) for i in range(2000)], daemon=True)
+    camera.start()
+    camera.join(LIVENESS_S)
+    assert not camera.is_alive(), "publish_frame blocked while the broker was unreachable"
     sink.publish_stats(STATS)
-    sink.stop()
-    assert elapsed < 1.0, f"2000 frames took {elapsed:.3f} s"
-    assert len(sink.outbox) == 10 and sink.outbox.dropped >= 2000 - 10
+    undelivered = sink.stop("test over")
+    assert len(undelivered) == 10 and sink.outbox.dropped >= 2000 - 10
+    assert [m.kind for m in undelivered[-2:]] == ["stats", "available"]
+    assert undelivered[-1].payload["reason"] == "test over"
+    assert sink.stop() == []  # idempotent
+
+
+def test_aggregate_refuses_a_label_that_is_not_an_expression():
+    from edge_fer.publish import _payloads
+
+    topics = publish.Topics.of("edge-fer", "kiosk-1")
+    assert _payloads.aggregate(topics, T0, T0 + 60, ["fear"], 1, T0 + 60, 120).payload["counts"]["fear"] == 1
+    with pytest.raises(ValueError, match="'joy' is not one of"):
+        _payloads.aggregate(topics, T0, T0 + 60, ["joy"], 1, T0 + 60, 120)

@@ -5,6 +5,7 @@ import logging
 import os
 import ssl
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -160,3 +161,17 @@ def test_wrong_key_passphrase_is_a_publish_error_without_the_secret(tls_cfg, pki
 def test_key_passphrase_without_a_key_is_a_config_error(pki):
     with pytest.raises(ConfigError, match="mqtt.tls_key_password: is the passphrase of mqtt.tls_key_file"):
         load_config(os.devnull, {"mqtt.tls_ca_file": str(pki / "ca.crt"), "mqtt.tls_key_password": "x"}, {})
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+def test_an_unloadable_tls_key_exits_2_so_systemd_does_not_restart_in_a_loop(pki, tmp_path, command):
+    """check-config is the unit's ExecStartPre: it loads the TLS files, and connects to nothing."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[mqtt]\nhost = "127.0.0.1"\nport = 1\ntls_ca_file = "{pki / "ca.crt"}"\n'
+                      f'tls_cert_file = "{pki / "client.crt"}"\ntls_key_file = "{pki / "client-encrypted.key"}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_FER_")}
+    result = subprocess.run([sys.executable, "-m", "edge_fer.cli", command, "--config", str(config)],
+                            capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "mqtt.tls_key_file is encrypted: set its passphrase in mqtt.tls_key_password" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""

@@ -128,7 +128,7 @@ def test_unit_declares_the_service_contract():
     expected = {
         "Type": "notify", "NotifyAccess": "main", "Restart": "on-failure",
         "RestartPreventExitStatus": "2", "DynamicUser": "yes", "SupplementaryGroups": "video",
-        "ConfigurationDirectory": "edge-fer", "StateDirectory": "edge-fer", "UMask": "0077",
+        "ConfigurationDirectory": "edge-fer", "UMask": "0077",
         "DevicePolicy": "closed", "CapabilityBoundingSet": "", "LimitCORE": "0",
         "MemoryDenyWriteExecute": "yes", "NoNewPrivileges": "yes",
     }

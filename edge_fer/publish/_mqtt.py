@@ -19,6 +19,7 @@ import ssl
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 from collections.abc import Callable
 
@@ -32,7 +33,7 @@ from edge_fer.config import MQTT_V5, MQTT_V311, Config
 from edge_fer.errors import PublishError
 from edge_fer.publish._discovery import HA_ONLINE, status_topic
 from edge_fer.publish._payloads import ONLINE, QOS, STOPPED, Message
-from edge_fer.publish._sink import BufferedSink
+from edge_fer.publish._sink import STOP_DRAIN_S, BufferedSink
 
 log = logging.getLogger("edge_fer.publish.mqtt")
 
@@ -42,9 +43,9 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60
 """paho doubles the wait after each failed attempt, from the minimum up to the maximum."""
 SESSION_EXPIRY_S = 3600
 """The broker keeps our session (and our Home Assistant subscription) across outages this long."""
-STOP_DRAIN_S = 1.5
-"""At stop, how long queued messages may take to reach the broker: SIGTERM must end the process
-within 2 s (issue 5) even while the broker is away; what is still queued then is logged as lost."""
+STOP_JOIN_S = 0.3
+"""At stop, how long to wait for paho's network thread, which may be asleep in its reconnect
+backoff or in a connect timeout: it is a daemon thread, so it is left behind rather than waited for."""
 AUTH_REASONS = {"Bad user name or password", "Not authorized"}
 PASSWORD_SOURCES = "mqtt.password, EDGE_FER_MQTT__PASSWORD, mqtt.password_file or $CREDENTIALS_DIRECTORY/mqtt_password"
 PROTOCOLS = {MQTT_V5: mqtt.MQTTv5, MQTT_V311: mqtt.MQTTv311}
@@ -109,9 +110,11 @@ class MqttSink(BufferedSink):
         self._ha_status = status_topic(cfg.homeassistant.prefix) if cfg.homeassistant.discovery else None
         self._stop_timeout_s = stop_timeout_s
         self._connected = False
-        self._unacked = 0  # handed to paho, not yet acknowledged by the broker
+        self._down = False  # a connection attempt failed or the connection dropped: stop need not wait
+        self._inflight: deque[Message] = deque()  # handed to paho, not yet acknowledged (PUBACKs come in order)
         self._resync = False  # reconnected; paho is re-sending what it held
         self._stopping = False
+        self._stopped = False
         self._last_problem: str | None = None
         self._client = self._make_client(reconnect_s)
         self._sender = threading.Thread(target=self._send_loop, name="edge-fer-mqtt-send", daemon=True)
@@ -175,26 +178,32 @@ class MqttSink(BufferedSink):
         """Wait until the broker has acknowledged everything queued so far."""
         return self.outbox.wait_until(self._delivered, timeout)
 
-    def stop(self, reason: str = STOPPED) -> None:
-        """Idempotent: a second call finds nothing to send and nothing to close."""
+    def stop(self, reason: str = STOPPED) -> list[Message]:
+        """Deliver what is queued, waiting at most the stop budget, and not at all while the broker is away."""
+        if self._stopped:
+            return []
+        self._stopped = True
         self.outbox.push(lambda: self.stream.available(STOPPED, reason))
-        if not self.flush(self._stop_timeout_s):
-            log.warning("stopping with %d message(s) not delivered to MQTT broker %s",
-                        len(self.outbox) + self._unacked, self._address)
+        self.outbox.wait_until(lambda: self._delivered() or self._down, self._stop_timeout_s)
         self._stopping = True
-        self.outbox.close()
+        queued = self.outbox.drain()
         if self._sender.is_alive():
-            self._sender.join()
+            self._sender.join()  # at once: nothing is left to take
+        with self.outbox.cond:
+            undelivered = [*self._inflight, *queued]
         self._client.disconnect()
-        self._client.loop_stop()
+        stopper = threading.Thread(target=self._client.loop_stop, name="edge-fer-mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(STOP_JOIN_S)
+        return undelivered
 
     # --- delivery -------------------------------------------------------------------------------
 
     def _ready(self) -> bool:
-        return self._connected and not self._resync and self._unacked < MAX_INFLIGHT
+        return self._connected and not self._resync and len(self._inflight) < MAX_INFLIGHT
 
     def _delivered(self) -> bool:
-        return len(self.outbox) == 0 and self._unacked == 0
+        return len(self.outbox) == 0 and not self._inflight
 
     def _send_loop(self) -> None:
         while True:
@@ -202,7 +211,7 @@ class MqttSink(BufferedSink):
                 message = self.outbox.take(self._ready)
                 if message is None:
                     return
-                self._unacked += 1
+                self._inflight.append(message)
             self._client.publish(message.topic, _encode(message), message.qos, message.retain,
                                  properties=_publish_properties(message, self._cfg.protocol))
 
@@ -217,6 +226,7 @@ class MqttSink(BufferedSink):
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason: ReasonCode, properties: Properties | None) -> None:
         if reason.is_failure:  # return early: a refused connection is not a connection
+            self._mark_down()
             self._report(logging.ERROR, f"MQTT broker {self._address} refused the connection: "
                                         f"{describe_refusal(reason)}; retrying with backoff")
             return
@@ -226,11 +236,17 @@ class MqttSink(BufferedSink):
         if self._ha_status:
             client.subscribe(self._ha_status, qos=QOS)
         with self.outbox.cond:  # one step: nothing is sent as connected before "online" is queued
-            self._connected = True
-            self._resync = self._unacked > 0
+            self._connected, self._down = True, False
+            self._resync = bool(self._inflight)
             self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
 
+    def _mark_down(self) -> None:
+        with self.outbox.cond:
+            self._down = True
+            self.outbox.cond.notify_all()
+
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._mark_down()
         exc = sys.exc_info()[1]  # paho calls this from inside its ``except OSError``
         level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
         self._report(level, f"cannot connect to MQTT broker {self._address}: "
@@ -239,7 +255,8 @@ class MqttSink(BufferedSink):
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason: ReasonCode, properties: Properties | None) -> None:
         with self.outbox.cond:
-            was_connected, self._connected = self._connected, False
+            was_connected, self._connected, self._down = self._connected, False, True
+            self.outbox.cond.notify_all()
         if was_connected and not self._stopping:
             log.warning("lost MQTT broker %s (%s); buffering up to %d messages until it is back",
                         self._address, reason.getName(), self.outbox.capacity)
@@ -249,8 +266,9 @@ class MqttSink(BufferedSink):
         if reason.is_failure:
             self._report(logging.WARNING, f"MQTT broker {self._address} rejected a message: {reason.getName()}")
         with self.outbox.cond:
-            self._unacked = max(0, self._unacked - 1)
-            if self._unacked == 0:
+            if self._inflight:
+                self._inflight.popleft()
+            if not self._inflight:
                 self._resync = False
             self.outbox.cond.notify_all()
 

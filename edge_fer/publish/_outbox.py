@@ -50,11 +50,17 @@ class Outbox:
         with self.cond:
             return self.cond.wait_for(predicate, timeout)
 
-    def notify(self) -> None:
-        with self.cond:
-            self.cond.notify_all()
-
     def close(self) -> None:
+        """Refuse new messages; ``take`` still hands out what is queued, then None."""
         with self.cond:
             self._closed = True
             self.cond.notify_all()
+
+    def drain(self) -> list[Message]:
+        """Close and empty the queue at once: what no delivery thread will take, oldest first."""
+        with self.cond:
+            self._closed = True
+            rest = list(self._queue)
+            self._queue.clear()
+            self.cond.notify_all()
+            return rest

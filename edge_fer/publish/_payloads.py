@@ -164,7 +164,7 @@ def state(topics: Topics, content: Mapping[str, Any], seq: int, ts: float, updat
 def aggregate(topics: Topics, start: float, end: float, label_of_track: Sequence[str], seq: int,
               ts: float, expiry_s: int) -> Message:
     """Counts of tracks per label over one window (each track counted once, by its main label)."""
-    counts = {label: sum(t == _label(label) for t in label_of_track) for label in STATE_LABELS}
+    counts = {label: sum(_label(t) == label for t in label_of_track) for label in STATE_LABELS}
     payload = {
         **_head(seq, ts),
         "window_start": iso_ts(start),

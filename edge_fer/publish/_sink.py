@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import sys
 import threading
 import time
@@ -15,9 +16,17 @@ from edge_fer.publish._outbox import Outbox
 from edge_fer.publish._payloads import ONLINE, STOPPED, Message, SinkCounters
 from edge_fer.publish._stream import MessageStream
 
+log = logging.getLogger("edge_fer.publish")
+
+STOP_DRAIN_S = 1.5
+"""At stop, how long queued messages may take to go out: SIGTERM must end the process within
+2 s (issue 5) even while the broker is away or stdout's reader stalls."""
+
 
 class Sink(abc.ABC):
     """Where results go. ``publish_frame`` and ``publish_stats`` never block the camera loop."""
+
+    stream: MessageStream
 
     @abc.abstractmethod
     def start(self) -> None: ...
@@ -29,8 +38,14 @@ class Sink(abc.ABC):
     def publish_stats(self, stats: PipelineStats) -> None: ...
 
     @abc.abstractmethod
-    def stop(self, reason: str = STOPPED) -> None:
-        """Announce ``available=stopped`` (with ``reason``), deliver what is queued, release."""
+    def stop(self, reason: str = STOPPED) -> list[Message]:
+        """Announce ``available=stopped`` (with ``reason``), deliver what is queued, release.
+        Returns what it could not deliver, oldest first; a second call returns nothing."""
+
+    @abc.abstractmethod
+    def take_over(self, previous: Sink, undelivered: list[Message]) -> None:
+        """Before ``start``: number on from ``previous`` and deliver its ``undelivered`` first, so a
+        config reload loses nothing and keeps ``seq`` continuous."""
 
 
 class MemorySink(Sink):
@@ -49,8 +64,13 @@ class MemorySink(Sink):
     def publish_stats(self, stats: PipelineStats) -> None:
         self.messages += self.stream.stats(stats, SinkCounters(0, 0, connected=True))
 
-    def stop(self, reason: str = STOPPED) -> None:
+    def stop(self, reason: str = STOPPED) -> list[Message]:
         self.messages += self.stream.available(STOPPED, reason)
+        return []
+
+    def take_over(self, previous: Sink, undelivered: list[Message]) -> None:
+        self.stream.continue_after(previous.stream)
+        self.messages += undelivered
 
 
 class BufferedSink(Sink):
@@ -71,6 +91,10 @@ class BufferedSink(Sink):
         self.outbox.push(lambda: self.stream.stats(
             stats, SinkCounters(len(self.outbox), self.outbox.dropped, self.connected)))
 
+    def take_over(self, previous: Sink, undelivered: list[Message]) -> None:
+        self.stream.continue_after(previous.stream)
+        self.outbox.push(lambda: undelivered)
+
 
 class StdoutSink(BufferedSink):
     """One JSON line per message, ``{"topic": ..., "payload": {...}}``: the no-broker mode.
@@ -78,14 +102,16 @@ class StdoutSink(BufferedSink):
     A writer thread does the writing, so a slow reader of stdout (journald) cannot stall frames.
     """
 
-    def __init__(self, cfg: Config, out: TextIO | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, cfg: Config, out: TextIO | None = None, clock: Callable[[], float] = time.time,
+                 stop_timeout_s: float = STOP_DRAIN_S):
         super().__init__(cfg, clock)
         self._out = out or sys.stdout
+        self._stop_timeout_s = stop_timeout_s
         self._writer = threading.Thread(target=self._write_loop, name="edge-fer-stdout", daemon=True)
 
     @property
     def connected(self) -> bool:
-        return True
+        return self._writer.is_alive()  # False once stdout's reader is gone
 
     def start(self) -> None:
         self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
@@ -93,11 +119,17 @@ class StdoutSink(BufferedSink):
 
     def _write_loop(self) -> None:
         while (message := self.outbox.take()) is not None:
-            self._out.write(json.dumps({"topic": message.topic, "payload": message.payload}) + "\n")
-            self._out.flush()
+            try:
+                self._out.write(json.dumps({"topic": message.topic, "payload": message.payload}) + "\n")
+                self._out.flush()
+            except (OSError, ValueError) as exc:  # reader gone (EPIPE) or stream closed
+                log.error("cannot write to stdout (%s): no more messages are written", exc)
+                self.outbox.drain()
+                return
 
-    def stop(self, reason: str = STOPPED) -> None:
+    def stop(self, reason: str = STOPPED) -> list[Message]:
         self.outbox.push(lambda: self.stream.available(STOPPED, reason))
         self.outbox.close()
-        if self._writer.is_alive():
-            self._writer.join()
+        if self._writer.is_alive():  # a writer blocked on a full pipe is a daemon thread: left behind
+            self._writer.join(self._stop_timeout_s)
+        return self.outbox.drain()

@@ -36,6 +36,10 @@ class MessageStream:
         self._state_sent_at = -math.inf
         self._state_changed_at = 0.0
 
+    def continue_after(self, previous: MessageStream) -> None:
+        """Number on from a replaced stream (config reload): a seq that restarts means a restart."""
+        self._seq = previous._seq
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
