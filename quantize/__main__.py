@@ -62,14 +62,21 @@ def _card(a) -> None:
 
     install = Path(a.install)
     install.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(a.models) / "expression_int8.tflite", install / "expression_int8.tflite")
     commands = {
         "convert": f"python -m quantize convert --data {shlex.quote(a.data)} --model {a.train}/model.keras --out {a.models}",
         "crop_fit": f"python -m quantize crop-fit --data {shlex.quote(a.data)} --out {a.reports}/crop.json",
         "evaluate": f"python -m quantize evaluate --data {shlex.quote(a.data)} --model {a.train}/model.keras "
                     f"--models {a.models} --out {a.reports}",
     }
-    write_card(str(install), a.data, a.train, a.reports, f"{a.reports}/crop.json", commands)
+    # Stage both, then rename: a failed step must never leave the daemon a model its card does not match.
+    built = Path(a.models) / "expression_int8.tflite"
+    model, card = install / "expression_int8.tflite", install / "expression_int8.json"
+    staged_model, staged_card = model.with_name(".new-" + model.name), card.with_name(".new-" + card.name)
+    write_card(built, staged_card, a.data, a.train, a.reports, f"{a.reports}/crop.json", commands)
+    shutil.copyfile(built, staged_model)
+    os.replace(staged_model, model)
+    os.replace(staged_card, card)
+    print(f"installed {model} and its card {card}")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -18,10 +18,9 @@ from quantize.model import BASE_WIDTH
 CARD_SCHEMA = 1
 
 
-def write_card(models_dir: str, data_dir: str, train_dir: str, eval_dir: str, crop_file: str,
-               commands: dict[str, str], log=print) -> dict:
-    models = Path(models_dir)
-    model = models / "expression_int8.tflite"
+def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval_dir: str, crop_file: str,
+               commands: dict[str, str]) -> dict:
+    """The card of ``model`` at ``card_path``; raises before writing anything when an input is missing."""
     interp = load_model(model).interpreter
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     in_scale, in_zero = inp["quantization"]
@@ -67,10 +66,9 @@ def write_card(models_dir: str, data_dir: str, train_dir: str, eval_dir: str, cr
         "commands": {"train": train_stages(Path(train_dir)), **commands},
         "metrics": {
             "split": evaluation["split"],
-            "ferplus_rule": evaluation["ferplus_rule"],
-            "ferplus_dropped": evaluation["ferplus_dropped"],
-            "ferplus_ties": evaluation["ferplus_ties"],
+            "ferplus_rules": evaluation["ferplus_rules"],
             "accuracy": {variant: {s: r["accuracy"] for s, r in sets.items()} for variant, sets in acc.items()},
+            "int8_without_training_duplicates": evaluation["int8_without_training_duplicates"],
             "macro_f1_int8": {s: r["macro_f1"] for s, r in acc["tflite_int8"].items()},
             "ece_int8": {s: r["ece"] for s, r in acc["tflite_int8"].items()},
             "recall_int8": {s: r["recall"] for s, r in acc["tflite_int8"].items()},
@@ -79,29 +77,29 @@ def write_card(models_dir: str, data_dir: str, train_dir: str, eval_dir: str, cr
             "latency_ms_1thread": evaluation["latency_ms"],
         },
     }
-    path = models / "expression_int8.json"
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    log(f"wrote {path}")
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
+def _stage_dirs(train_dir: Path) -> list[Path]:
+    """This run and every run it needed (``--init``, ``--teacher``), each once, earliest first."""
+    config = json.loads((train_dir / "train.json").read_text())["config"]
+    earlier = [Path(config["init"]).parent] if config.get("init") else []
+    earlier += [Path(t).parent for t in config.get("teacher", [])]
+    stages: list[Path] = []
+    for run in earlier:
+        stages += [d for d in _stage_dirs(run) if d not in stages]
+    return stages + [train_dir]
+
+
 def _all_stages_seconds(train_dir: Path) -> float:
-    record = json.loads((train_dir / "train.json").read_text())
-    init = record["config"].get("init")
-    return record["wall_seconds"] + (_all_stages_seconds(Path(init).parent) if init else 0.0)
+    return sum(json.loads((d / "train.json").read_text())["wall_seconds"] for d in _stage_dirs(train_dir))
 
 
 def train_stages(train_dir: Path) -> list[str]:
     """Every training command in the order they must run: each stage's ``--init`` and
     ``--teacher`` runs before it."""
-    record = json.loads((train_dir / "train.json").read_text())
-    config = record["config"]
-    earlier = [Path(config["init"]).parent] if config.get("init") else []
-    earlier += [Path(t).parent for t in config.get("teacher", [])]
-    stages: list[str] = []
-    for run in earlier:
-        stages += [c for c in train_stages(run) if c not in stages]
-    return stages + [train_command(record)]
+    return [train_command(json.loads((d / "train.json").read_text())) for d in _stage_dirs(train_dir)]
 
 
 def train_command(record: dict) -> str:
@@ -115,6 +113,8 @@ def train_command(record: dict) -> str:
             "--fer2013-labels", config.get("fer2013_labels", "as-given")]
     if len(record["history"]) < config["epochs"]:
         args += ["--time-budget", str(config["time_budget_min"])]
+    if config.get("limit"):
+        args += ["--limit", str(config["limit"])]
     if config.get("base_width", BASE_WIDTH) != BASE_WIDTH:
         args += ["--base-width", str(config["base_width"])]
     if config.get("init"):

@@ -22,6 +22,16 @@ IMAGE_SHAPE = (48, 48)
 
 FERPLUS_DROP_MAJORITY = ("contempt", "unknown", "NF")
 """Images whose FER+ majority vote is one of these have no 7-class ground truth."""
+FERPLUS_RULES = {
+    "plurality": ("the label with the most of the 10 votes; faces whose top column is contempt, unknown "
+                  "or NF dropped; a tie for the top goes to the first column (our 7 labels in label order, "
+                  "then contempt, unknown, NF) and is counted"),
+    "majority": ("FER+'s own majority rule (microsoft/FERPlus ferplus.py, used for its published "
+                 "accuracies): single votes removed as outliers, then the label needs more than half of "
+                 "the remaining votes; faces without one, or whose majority is contempt, unknown or NF, dropped"),
+}
+FERPLUS_OUTLIER_VOTES = 1
+"""FER+'s majority rule removes a label with this many votes or fewer (one annotator's outlier)."""
 
 
 class DataError(ValueError):
@@ -49,7 +59,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _open(data_dir: Path, filename: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def open_archive(data_dir: Path, filename: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     path = Path(data_dir) / filename
     if not path.is_file():
         raise DataError(f"{path} not found: pass --data DIR, the folder holding {FER2013_FILE} and {FERPLUS_FILE}")
@@ -74,31 +84,37 @@ def _check_split(split: str) -> None:
 def load_fer2013(data_dir: Path, split: str) -> Split:
     """FER2013 with its original single labels (one-hot targets)."""
     _check_split(split)
-    a = _open(data_dir, FER2013_FILE, ("images", "labels", "usage"))
+    a = open_archive(data_dir, FER2013_FILE, ("images", "labels", "usage"))
     keep = a["usage"] == split
     labels = a["labels"][keep].astype(np.int64)
     return Split(split, "fer2013", a["images"][keep], np.eye(len(LABELS), dtype=np.float32)[labels], labels)
 
 
-def load_ferplus(data_dir: Path, split: str) -> Split:
-    """FER+ with vote distributions over our 7 labels.
-
-    Rule (stated in every report): drop images whose majority vote is contempt, unknown or NF;
-    a tie between labels is broken by column order of our 7 labels (first wins) and counted.
-    """
+def load_ferplus(data_dir: Path, split: str, rule: str = "plurality") -> Split:
+    """FER+ with vote distributions over our 7 labels; hard labels by ``rule`` (FERPLUS_RULES,
+    stated in every report). Targets are the raw votes over our 7 whatever the rule."""
     _check_split(split)
-    a = _open(data_dir, FERPLUS_FILE, ("images", "votes", "usage", "vote_columns"))
+    if rule not in FERPLUS_RULES:
+        raise DataError(f"unknown FER+ rule {rule!r}; choose one of {', '.join(FERPLUS_RULES)}")
+    a = open_archive(data_dir, FERPLUS_FILE, ("images", "votes", "usage", "vote_columns"))
     keep = a["usage"] == split
     votes = a["votes"][keep].astype(np.float32)
     columns = [str(c) for c in a["vote_columns"]]
-    ours = np.stack([votes[:, columns.index(name)] for name in LABELS], axis=1)
-    majority_col = votes.argmax(axis=1)
-    dropped = np.isin(np.array(columns)[majority_col], FERPLUS_DROP_MAJORITY) | (ours.sum(axis=1) == 0)
-    ours, images = ours[~dropped], a["images"][keep][~dropped]
-    top = ours.max(axis=1, keepdims=True)
-    ties = int(((ours == top).sum(axis=1) > 1).sum())
-    return Split(split, "ferplus", images, ours / ours.sum(axis=1, keepdims=True), ours.argmax(axis=1).astype(np.int64),
-                 dropped=int(dropped.sum()), ties=ties)
+    order = [columns.index(name) for name in LABELS] + [columns.index(name) for name in FERPLUS_DROP_MAJORITY]
+    votes = votes[:, order]  # our 7 labels first, in label order: argmax then breaks ties by that order
+    if rule == "majority":
+        counted = np.where(votes > FERPLUS_OUTLIER_VOTES, votes, 0)
+        winner = counted.argmax(axis=1)
+        has_label = counted.max(axis=1) > counted.sum(axis=1) / 2
+        ties = 0  # a strict majority has no tie
+    else:
+        winner = votes.argmax(axis=1)
+        has_label = votes.max(axis=1) > 0
+        ties = (votes == votes.max(axis=1, keepdims=True)).sum(axis=1) > 1
+    kept = has_label & (winner < len(LABELS))
+    ours = votes[kept, :len(LABELS)]
+    return Split(split, "ferplus", a["images"][keep][kept], ours / ours.sum(axis=1, keepdims=True),
+                 winner[kept].astype(np.int64), dropped=int((~kept).sum()), ties=int(np.sum(ties & kept)))
 
 
 def data_hashes(data_dir: Path) -> dict[str, str]:

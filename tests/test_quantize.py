@@ -29,6 +29,23 @@ def test_ferplus_rule_drops_non_faces_and_counts_ties(tmp_path):
     np.testing.assert_allclose(split.targets.sum(axis=1), 1.0)
 
 
+def test_ferplus_majority_rule_is_ferplus_own(tmp_path):
+    """microsoft/FERPlus: single votes are outliers; the label needs more than half of the rest."""
+    votes = np.array([
+        [6, 4, 0, 0, 0, 0, 0, 0, 0, 0],  # neutral 6 of 10
+        [5, 4, 1, 0, 0, 0, 0, 0, 0, 0],  # 5 of 10, but 5 of 9 once the single vote goes: neutral
+        [4, 4, 2, 0, 0, 0, 0, 0, 0, 0],  # no majority: dropped
+        [0, 0, 0, 0, 0, 0, 0, 6, 4, 0],  # contempt majority: dropped
+    ], np.uint8)
+    cols = np.array(["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF"])
+    np.savez(tmp_path / "ferplus.npz", images=np.zeros((4, 48, 48), np.uint8), votes=votes, vote_columns=cols,
+             usage=np.array(["PrivateTest"] * 4), names=np.array([f"fer{i:07d}.png" for i in range(4)]))
+    split = load_ferplus(tmp_path, "PrivateTest", "majority")
+    assert list(split.labels) == [6, 6] and split.dropped == 2 and split.ties == 0
+    plurality = load_ferplus(tmp_path, "PrivateTest")
+    assert list(plurality.labels) == [6, 6, 3] and plurality.dropped == 1 and plurality.ties == 1
+
+
 @pytest.mark.parametrize("problem, match", [
     ("missing", "not found: pass --data"),
     ("not_npz", "not a readable NumPy archive"),
@@ -93,6 +110,27 @@ def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tiny_run,
     assert report["mean_abs_prob_diff"] < 0.02
     assert report["int8_float_top1_agreement"] >= 0.6
     assert report["int8_bytes"] < report["float_bytes"] / 3
+
+    # evaluate, then card: the installed model and its card go in together, and match.
+    from edge_fer.model_card import load_card
+
+    reports, install = tmp_path / "reports", tmp_path / "install"
+    assert main(["evaluate", "--data", str(MINI), "--model", str(model), "--models", str(tmp_path / "model"),
+                 "--out", str(reports)]) == 0
+    evaluation = json.loads((reports / "evaluation.json").read_text())
+    assert set(evaluation["accuracy"]["tflite_int8"]) == {"fer2013", "ferplus", "ferplus_majority"}
+    rules = evaluation["ferplus_rules"]
+    assert rules["ferplus_majority"]["faces"] <= rules["ferplus"]["faces"] and rules["ferplus_majority"]["ties"] == 0
+    card_args = ["card", "--data", str(MINI), "--train", str(tiny_run), "--models", str(tmp_path / "model"),
+                 "--reports", str(reports), "--install", str(install)]
+    assert main(card_args) == 2  # no crop.json in these reports: nothing may be installed
+    assert not install.exists() or not any(install.iterdir())
+    (reports / "crop.json").write_text((Path(__file__).parents[1] / "quantize" / "reports" / "crop.json").read_text())
+    assert main(card_args) == 0
+    card = load_card(install / "expression_int8.tflite")  # checks the sha256 against the file
+    assert sorted(p.name for p in install.iterdir()) == ["expression_int8.json", "expression_int8.tflite"]
+    assert json.loads((install / "expression_int8.json").read_text())["metrics"]["ferplus_rules"] == rules
+    assert card.input_size == (48, 48)
 
 
 @pytest.mark.train
@@ -212,7 +250,7 @@ def test_label_agreement_counts_disagreed_faces_and_what_both_bars_would_need():
 
 
 def test_the_card_lists_every_training_command_in_the_order_they_must_run(tmp_path):
-    from quantize.card import train_stages
+    from quantize.card import _all_stages_seconds, train_stages
 
     def run(name: str, epochs_run: int = 3, **config) -> Path:
         out = tmp_path / name
@@ -220,12 +258,13 @@ def test_the_card_lists_every_training_command_in_the_order_they_must_run(tmp_pa
         config = {"data": "d", "out": str(out), "epochs": 3, "batch": 128, "lr": 0.002, "seed": 1,
                   "time_budget_min": 80.0, "fer2013_labels": "matched", "base_width": 32, "init": "",
                   "resume": False, "teacher": [], **config}
-        record = {"config": config, "history": [{"epoch": e} for e in range(1, epochs_run + 1)]}
+        record = {"config": config, "history": [{"epoch": e} for e in range(1, epochs_run + 1)],
+                  "wall_seconds": 100.0 * (len(list(tmp_path.iterdir())))}  # 100, 200, 300, 400
         (out / "train.json").write_text(json.dumps(record))
         return out / "model.keras"
 
     first = run("first")
-    wide = run("wide", base_width=64, resume=True)
+    wide = run("wide", base_width=64, resume=True, limit=500)
     second = run("second", init=str(first), epochs_run=2)
     student = run("student", init=str(second), teacher=[str(wide), str(second)])
     stages = train_stages(student.parent)
@@ -235,3 +274,34 @@ def test_the_card_lists_every_training_command_in_the_order_they_must_run(tmp_pa
     assert "--time-budget" not in stages[0]  # ran all its epochs: the budget is no part of the recipe
     assert "--time-budget 80.0" in stages[1]  # the budget ended it at epoch 2 of 3
     assert f"--init {second} --teacher {wide} --teacher {second}" in stages[3]
+    assert "--limit 500" in stages[2] and "--limit" not in stages[3]
+    assert _all_stages_seconds(student.parent) == 100 + 200 + 300 + 400  # each stage once, teachers included
+
+
+def test_test_faces_that_are_also_training_faces_are_found_for_both_label_sets(tmp_path):
+    from quantize.data import Split
+    from quantize.duplicates import training_duplicates
+
+    rng = np.random.default_rng(0)
+    a, b, c = (cv2_smooth(rng.integers(0, 256, (48, 48), np.uint8)) for _ in range(3))
+    cols = np.array(["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF"])
+    np.savez(tmp_path / "ferplus.npz", images=np.stack([a, b, a, c]), votes=np.zeros((4, 10), np.uint8),
+             vote_columns=cols, usage=np.array(["Training", "Training", "PrivateTest", "PrivateTest"]))
+    nudged = a.copy()
+    nudged[0, 0] ^= 1
+
+    def split(source: str, *images: np.ndarray) -> Split:
+        n = len(images)
+        return Split("PrivateTest", source, np.stack(images), np.zeros((n, 7), np.float32), np.zeros(n, np.int64))
+
+    assert training_duplicates(tmp_path, split("ferplus", a, c, nudged)).tolist() == [True, False, False]
+    # FER2013's copy of a face differs in its pixels (JPEG); it is matched to its FER+ twin first.
+    lossy = np.clip(a.astype(int) + rng.integers(-2, 3, a.shape), 0, 255).astype(np.uint8)
+    assert training_duplicates(tmp_path, split("fer2013", c, lossy)).tolist() == [False, True]
+
+
+def cv2_smooth(image: np.ndarray) -> np.ndarray:
+    """Face-like low-frequency content, so thumbnails of different images differ clearly."""
+    import cv2
+
+    return cv2.GaussianBlur(image, (0, 0), 4)
