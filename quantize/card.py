@@ -28,6 +28,10 @@ def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval
         raise ValueError(f"{model} has {out['shape'][-1]} outputs, expected {len(LABELS)}")
     train = json.loads((Path(train_dir) / "train.json").read_text())
     evaluation = json.loads((Path(eval_dir) / "evaluation.json").read_text())
+    measured = evaluation.get("inputs", {}).get("int8_model", {})
+    if measured.get("sha256") != sha256_of(model):
+        raise ValueError(f"{eval_dir}/evaluation.json was measured on {measured.get('path', 'an unrecorded model')}, "
+                         f"not on {model} as it is now: run `python -m quantize evaluate` on it first")
     crop = json.loads(Path(crop_file).read_text())
     acc = evaluation["accuracy"]
     card = {
@@ -64,6 +68,8 @@ def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval
             "seed": train["config"]["seed"],
         },
         "commands": {"train": train_stages(Path(train_dir)), **commands},
+        "code_revisions": {"train": train.get("code_revision", "unknown (not recorded then)"),
+                           "evaluate": evaluation["code_revision"]},
         "metrics": {
             "split": evaluation["split"],
             "ferplus_rules": evaluation["ferplus_rules"],

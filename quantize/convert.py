@@ -13,6 +13,7 @@ import numpy as np
 
 from edge_fer.interpreter import load_model
 from quantize.data import LABELS, load_ferplus
+from quantize.provenance import provenance
 
 REPRESENTATIVE_FACES = 700  # 100 per label; more moved no int8 accuracy in PTQ literature
 VERIFY_FACES = 500  # PublicTest faces checked for int8/float agreement right after conversion
@@ -92,6 +93,8 @@ def convert(model_path: str, data_dir: str, out_dir: str, seed: int = 1234, log=
         "confident_agreement": round(float(agree[confident].mean()), 4) if confident.any() else None,
         "mean_abs_prob_diff": round(float(np.abs(quantized - reference).mean()), 5),
         "int8_bytes": int8_path.stat().st_size, "float_bytes": float_path.stat().st_size,
+        "representative_seed": seed,
+        **provenance(keras_model=model_path, int8_model=int8_path),
     }
     (out / "convert.json").write_text(json.dumps(report, indent=2))
     log(f"verified with the interpreter on {len(faces)} PublicTest faces: {json.dumps(report)}")

@@ -21,6 +21,7 @@ from quantize.convert import run_tflite
 from quantize.data import FERPLUS_RULES, LABELS, load_fer2013, load_ferplus
 from quantize.duplicates import training_duplicates
 from quantize.metrics import classification_report
+from quantize.provenance import provenance
 
 LATENCY_WARMUP = 50
 LATENCY_RUNS = 1000
@@ -115,6 +116,7 @@ def evaluate(model_path: str, models_dir: str, data_dir: str, out_dir: str, log=
         f"on FER+. int8 model: {agreement['model_accuracy_where_labels_agree']:.3f} right where they agree; "
         f"both bars would need {need['total']:.2f} of the disagreed faces (more than 1 is impossible)")
     result = {
+        **provenance(keras_model=model_path, int8_model=models / "expression_int8.tflite"),
         "split": "PrivateTest",
         "ferplus_rules": {name: {"rule": FERPLUS_RULES[rule], "faces": len(sets[name].labels),
                                  "dropped": sets[name].dropped, "ties": sets[name].ties}

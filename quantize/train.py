@@ -20,6 +20,7 @@ import numpy as np
 from quantize.data import LABELS, Split, load_fer2013, load_ferplus
 from quantize.match import SHARP_FLOOR, match_labels, sharpness
 from quantize.model import BASE_WIDTH, build_classifier
+from quantize.provenance import code_revision
 
 LABEL_SMOOTHING = 0.1
 """For FER2013's single labels only; FER+ votes are already soft."""
@@ -75,8 +76,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _augmenter(seed: int):
     import keras
-    from keras import layers
     import tensorflow as tf
+    from keras import layers
 
     geometric = keras.Sequential([
         layers.RandomFlip("horizontal", seed=seed),
@@ -190,6 +191,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     if cfg.init and cfg.resume:
         raise ValueError("--init and --resume: use one (--resume continues a run that started from --init)")
     started = time.time()
+    revision = code_revision()  # of this invocation; a resumed run records its last
     out = Path(cfg.out)
     resumed = _resume_state(cfg, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +233,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     def summary() -> dict:
         return {"config": asdict(cfg), "best_epoch": best.get("epoch"), "best_public": best, "history": history,
-                "checkpoint": checkpoint, "wall_seconds": round(spent + time.time() - started, 1)}
+                "checkpoint": checkpoint, "wall_seconds": round(spent + time.time() - started, 1),
+                "code_revision": revision}
 
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.time()

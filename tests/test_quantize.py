@@ -131,6 +131,12 @@ def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tiny_run,
     assert sorted(p.name for p in install.iterdir()) == ["expression_int8.json", "expression_int8.tflite"]
     assert json.loads((install / "expression_int8.json").read_text())["metrics"]["ferplus_rules"] == rules
     assert card.input_size == (48, 48)
+    # Metrics measured on another model file are refused, and the installed pair stays as it was.
+    installed = {p.name: p.read_bytes() for p in install.iterdir()}
+    evaluation["inputs"]["int8_model"]["sha256"] = "0" * 64
+    (reports / "evaluation.json").write_text(json.dumps(evaluation))
+    assert main(card_args) == 2
+    assert {p.name: p.read_bytes() for p in install.iterdir()} == installed
 
 
 @pytest.mark.train
