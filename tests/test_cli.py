@@ -315,6 +315,7 @@ def test_run_max_frames_publishes_the_whole_lifecycle_on_stdout(max_frames_run):
     assert all(e["label"] in STATE_LABELS for e in events(run.lines))
     stats = [line.payload for line in run.lines if line.kind == "stats"]
     assert stats[-1]["frames"] == MAX_FRAMES
+    assert run.lines[-1].payload["reason"] == "run limit"
     assert "Traceback" not in run.result.stderr
 
 
@@ -326,6 +327,7 @@ def test_run_duration_stops_by_itself(duration_run):
     run = duration_run
     assert run.result.returncode == 0, run.result.stderr
     assert statuses(run.lines) == ["online", "stopped"]
+    assert run.lines[-1].payload["reason"] == "run limit"
     stats = [line.payload for line in run.lines if line.kind == "stats"]
     assert stats[-1]["uptime_s"] >= DURATION_S
     assert run.seconds < DURATION_S + RUN_TIMEOUT_S / 2  # start-up included; no hang
@@ -350,9 +352,11 @@ def test_face_that_leaves_and_returns_gets_a_new_track(video_run):
     assert 0 < evs[1]["duration_s"] <= VISIBLE_S
     assert all(e["label"] in STATE_LABELS for e in evs)
     assert statuses(lines) == ["online", "stopped"]
+    assert lines[-1].payload["reason"] == "source ended"
 
 
 def test_video_output_carries_no_box_pixels_or_long_field(video_run):
+    assert video_run.returncode == 0 and video_run.stdout.strip(), video_run.stderr
     for raw in video_run.stdout.splitlines():
         assert_anonymous(json.loads(raw))
 

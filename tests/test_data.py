@@ -33,8 +33,10 @@ def test_fer2013_class_counts_match_the_dataset_readme(fer2013):
     assert counts.tolist() == [4953, 547, 5121, 8989, 6077, 4002, 6198]
 
 
-def test_ferplus_private_test_keeps_only_faces_with_a_7_class_majority():
-    split = load_ferplus(DATA, "PrivateTest")
-    assert len(split.labels) + split.dropped == 3573
-    assert 0 < split.dropped < 200 and split.ties > 0
+@pytest.mark.parametrize("rule, kept, dropped, ties", [("plurality", 3517, 56, 173), ("majority", 3122, 451, 0)])
+def test_ferplus_private_test_counts_under_each_rule_are_the_documented_ones(rule, kept, dropped, ties):
+    """The README's counts; 3,573 PrivateTest faces in all (ferplus.npz's README)."""
+    split = load_ferplus(DATA, "PrivateTest", rule)
+    assert (len(split.labels), split.dropped, split.ties) == (kept, dropped, ties)
+    assert kept + dropped == 3573
     np.testing.assert_allclose(split.targets.sum(axis=1), 1.0, rtol=1e-6)

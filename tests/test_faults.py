@@ -35,7 +35,7 @@ import pytest
 from daemon_proc import START_TIMEOUT_S, WAIT_S, Daemon, MjpegServer, NotifyListener, base_config, toml_text
 from fixtures_media import read_astronaut, write_video
 
-from edge_fer.capture.latest import CLOSE_JOIN_S, READ_TIMEOUT_S, RECONNECT_INITIAL_S
+from edge_fer.capture.latest import READ_TIMEOUT_S, RECONNECT_INITIAL_S
 from edge_fer.health import STATUS_INTERVAL_S, WATCHDOG_PING_FRACTION
 from edge_fer.model_card import PACKAGED_MODEL, card_path_for
 
@@ -195,16 +195,17 @@ def test_stalled_camera_stops_watchdog_pings_until_frames_return(spawn, dirs, no
     assert gap > WATCHDOG_USEC / 1e6, f"longest ping gap {gap:.1f} s: systemd would not have noticed the stall"
     stalled = [m["payload"] for m in daemon.messages("stats", since=paused + STALL_S + 1.0)
                if m not in daemon.messages("stats", since=resumed)]
-    assert len(stalled) >= 2 and stalled[-1]["fps"] == 0.0, f"stats stopped with the frames: {stalled}"
-    assert back.at - resumed < WAIT_S and reopened >= resumed
+    assert stalled and all(s["fps"] == 0.0 for s in stalled), f"stats stopped with the frames: {stalled}"
+    recovered = daemon.wait_messages(lambda m: any(s["payload"]["fps"] > 0 for s in m), "stats", since=reopened)
+    assert recovered, "no frames counted after the camera came back"
     assert "Traceback" not in daemon.log()
 
 
 def test_sigterm_while_the_camera_hangs_says_stopped_at_once_and_exits_0(spawn, dirs, camera):
     """The reader thread is stuck in FFmpeg's read (for up to stall_timeout_s, the default 5 s) when
     SIGTERM comes. `stopped` goes out as soon as the loop wakes; the exit then waits for close(), which
-    joins the capture threads for up to CLOSE_JOIN_S each (measured 2.1-3.1 s, over the 2 s of
-    a healthy stop and well under the unit's TimeoutStopSec=15s)."""
+    joins the capture threads for up to CLOSE_JOIN_S each and then abandons the stuck one: the 2 s
+    stop budget holds even with a hung camera (capture/latest.py)."""
     daemon = spawn(base_config(camera.url, source={"stall_timeout_s": HUNG_READ_S}))
     daemon.wait_log(r"first frame processed; ready", timeout=START_TIMEOUT_S)
     daemon.wait_messages(lambda m: len(m) >= 1, "stats")
@@ -215,9 +216,9 @@ def test_sigterm_while_the_camera_hangs_says_stopped_at_once_and_exits_0(spawn, 
     print(f"SIGTERM with a hung camera -> exit {rc} in {elapsed:.3f} s")
     assert rc == 0, daemon.log()
     stopped = [line.at for line in daemon.stdout if '"status": "stopped"' in line.text]
-    assert stopped and stopped[0] - sent < READ_TIMEOUT_S + 0.5, "stopped was held back by the camera"
+    assert stopped and stopped[0] - sent < STOP_BUDGET_S, "stopped was held back by the camera"
     assert daemon.messages("available")[-1]["payload"]["reason"] == "SIGTERM"
-    assert elapsed < READ_TIMEOUT_S + 2 * CLOSE_JOIN_S, f"{elapsed:.2f} s"  # loop wakes; close() joins 2 threads
+    assert elapsed < STOP_BUDGET_S, f"{elapsed:.2f} s"
 
 
 def test_camera_file_that_vanishes_is_reopened_with_backoff(spawn, dirs, notify, video, tmp_path):
@@ -463,15 +464,14 @@ def file_writes(trace: str) -> list[str]:
 def test_a_run_over_video_writes_no_file_anywhere(spawn, dirs, video, tmp_path):
     strace = shutil.which("strace")
     trace = tmp_path / "strace.txt"
-    wrapper = [strace, "-f", "-qq", "-o", str(trace), "-e", f"trace={TRACED}", "-e", "signal=none"] if strace else None
+    assert strace, "strace is needed to see every open() of the run (.ci/run installs it)"
+    wrapper = [strace, "-f", "-qq", "-o", str(trace), "-e", f"trace={TRACED}", "-e", "signal=none"]
     daemon = spawn(base_config(str(video), source={"fps": CAMERA_FPS}), wrapper=wrapper,
                    extra_args=["--duration", "3"])
     rc = daemon.wait(START_TIMEOUT_S)
     assert rc == 0, daemon.log()
     assert any(m["topic"].endswith("/expression") for m in daemon.messages()), "no face was processed"
     assert dirs.contents() == {}, "files left in cwd, HOME or TMPDIR"
-    if strace is None:
-        pytest.skip("strace absent: checked the directories only, not every open() of the run")
     text = trace.read_text()
     assert str(video) in text, "the trace missed the daemon's own opens"
     assert file_writes(text) == []

@@ -144,7 +144,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(make_cfg, mqtt_broker, mqtt
     assert seqs == list(range(1, seqs[-1] + 1)), "a seq is missing or out of order"
     statuses = [m.json["status"] for m in sub.on("available")]
     assert [s for s in statuses if s != "offline"] == ["online", "online", "stopped"]  # + our will
-    assert len(sub.on("expression")) == published  # one event per frame, outage or not
+    assert len({m.json["seq"] for m in sub.on("expression")}) == published  # one event per frame; QoS 1 may repeat one
 
 
 def test_buffer_keeps_the_newest_messages_and_counts_the_dropped(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
