@@ -60,13 +60,23 @@ def open_configured_source(cfg: Config):
                        stall_timeout_s=s.stall_timeout_s)
 
 
+MIN_RATE_WINDOW_S = 1.0
+"""A rate over a shorter window is noise (1 frame just after a reset reads as thousands of fps):
+until the window is this long, ``fps`` reports the last full window's."""
+
+
 class _Rate:
     """Frames and stage times over the current stats window."""
 
     def __init__(self, now: float):
-        self.reset(now)
+        self.previous_fps = 0.0
+        self._clear(now)
 
     def reset(self, now: float) -> None:
+        self.previous_fps = self.fps(now)
+        self._clear(now)
+
+    def _clear(self, now: float) -> None:
         self.start, self.frames, self.detect_ms, self.classify_ms, self.classified = now, 0, 0.0, 0.0, 0
 
     def add(self, pipeline: Pipeline) -> None:
@@ -77,7 +87,8 @@ class _Rate:
             self.classify_ms += pipeline.times.classify_ms
 
     def fps(self, now: float) -> float:
-        return self.frames / max(now - self.start, 1e-6)
+        elapsed = now - self.start
+        return self.frames / elapsed if elapsed >= MIN_RATE_WINDOW_S else self.previous_fps
 
 
 class Daemon:

@@ -1,4 +1,4 @@
-"""The daemon's reload of its camera, in process: a camera (libcamera, V4L2) has one owner at a time."""
+"""The daemon in process: the reload of its camera (which has one owner at a time), its frame rate."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ import pytest
 from edge_fer import service
 from edge_fer.config import load_config
 from edge_fer.errors import SourceError
-from edge_fer.service import Daemon
+from edge_fer.service import MIN_RATE_WINDOW_S, Daemon, _Rate
 
 
 class ExclusiveCamera:
@@ -51,3 +51,14 @@ def test_a_camera_that_cannot_open_leaves_the_old_one_running(daemon):
     with pytest.raises(SourceError, match="no such camera"):
         daemon._reopen_source(new)
     assert daemon.source.uri == "picamera:0" and ExclusiveCamera.open_now == {"picamera:0"}
+
+
+def test_the_reported_frame_rate_never_comes_from_a_window_too_short_to_mean_anything():
+    """STATUS= and stats right after a stats window closed: 1 frame in 1 ms is not 1000 fps."""
+    rate = _Rate(now=0.0)
+    assert rate.fps(0.0) == 0.0
+    rate.frames = 150  # 15 fps for 10 s
+    rate.reset(10.0)
+    rate.frames += 1
+    assert rate.fps(10.001) == pytest.approx(15.0)  # the last full window's
+    assert rate.fps(10.0 + MIN_RATE_WINDOW_S) == pytest.approx(1 / MIN_RATE_WINDOW_S)
