@@ -1,6 +1,6 @@
 """Run one pipeline over one video in this process and print its figures as one JSON line.
 
-    python bench/pipeline_worker.py ours VIDEO --model MODEL.tflite
+    python bench/pipeline_worker.py ours VIDEO --model MODEL.tflite [--max-rate-hz 5]
     build/bench-peer-venv/bin/python bench/pipeline_worker.py peer VIDEO
 
 bench/pipeline_fps.py starts one of these per pipeline and frame set, so each process's peak RSS
@@ -28,15 +28,16 @@ Step = Callable[[np.ndarray, int, float], tuple[int, dict[str, float]]]
 """(image, frame index, video time s) -> (faces reported, {stage: ms})."""
 
 
-def build_ours(model: str) -> tuple[Step, str]:
-    """The daemon's own pipeline, built as the service builds it, with its default settings."""
+def build_ours(model: str, max_rate_hz: float = 0.0) -> tuple[Step, str]:
+    """The daemon's own pipeline, built as the service builds it, with its default settings
+    (and ``classifier.max_rate_hz`` when given: the cap runs on the video's timestamps)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import edge_fer
     from edge_fer.capture.base import Frame
     from edge_fer.config import ClassifierConfig, Config
     from edge_fer.service import build_pipeline
 
-    pipeline = build_pipeline(Config(classifier=ClassifierConfig(model=model, threads=1)))
+    pipeline = build_pipeline(Config(classifier=ClassifierConfig(model=model, threads=1, max_rate_hz=max_rate_hz)))
 
     def step(image: np.ndarray, index: int, video_s: float) -> tuple[int, dict[str, float]]:
         result = pipeline.step(Frame(image, video_s, index), time.time())
@@ -46,7 +47,7 @@ def build_ours(model: str) -> tuple[Step, str]:
     return step, f"edge-fer {edge_fer.__version__} on {pipeline.classifier.backend}"
 
 
-def build_peer(_model: str) -> tuple[Step, str]:
+def build_peer(_model: str, _max_rate_hz: float = 0.0) -> tuple[Step, str]:
     """fer's FER(use_tflite=True) with its defaults: Haar cascade, then its quantized model.
 
     FER takes its interpreter from the class attribute ``_tflite_interpreter_cache`` when set; we
@@ -140,10 +141,14 @@ def main() -> None:
     parser.add_argument("video")
     parser.add_argument("--model", default="", help="ours: the expression model (its card beside it)")
     parser.add_argument("--warmup", type=int, default=5, help="frames after the first left out of the figures")
+    parser.add_argument("--max-rate-hz", type=float, default=0.0,
+                        help="ours: classifier.max_rate_hz (0 = classify every frame, the default)")
     args = parser.parse_args()
+    if args.max_rate_hz and args.pipeline != "ours":
+        raise SystemExit("--max-rate-hz is a setting of ours; the peer classifies every frame")
 
     cv2.setNumThreads(1)
-    step, software = BUILDERS[args.pipeline](args.model)
+    step, software = BUILDERS[args.pipeline](args.model, args.max_rate_hz)
     ready_at = time.time()
     figures = run(step, args.video, args.warmup)
     figures.update(software=software, ready_at=ready_at,

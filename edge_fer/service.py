@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -27,6 +28,12 @@ from edge_fer.track import Tracker, TrackerSettings
 
 log = logging.getLogger(__name__)
 
+STOP_BUDGET_S = 2.0
+"""From SIGTERM/SIGINT to exit (issue 5): a car's ignition-off or a kiosk's power-down waits no longer."""
+STOP_RESERVE_S = 0.7
+"""Of the stop budget, what comes after the queue's drain: the sink's release (paho's thread,
+``STOP_JOIN_S`` = 0.3 s) and the interpreter's exit (0.2-0.4 s, measured on a loaded 2-core
+machine by tests/test_faults.py, the hung-camera-and-silent-broker test)."""
 FIRST_FRAME_TIMEOUT_S = 30.0
 """A camera that delivers nothing this long after start is broken; exit for systemd to retry."""
 EXIT_OK, EXIT_FAILURE = 0, 1
@@ -98,6 +105,10 @@ class Daemon:
         self._reload = reload
         self._stop = False
         self._stop_reason = REASON_LIMIT
+        self._stop_at: float | None = None  # monotonic time of the stop signal
+        self._dropped_before = 0  # dropped frames of sources closed by a reload
+        self._ready = False  # READY=1 sent: the first frame was processed
+        self.frames = 0
         self._hup = False
         self.notifier = Notifier()
         self.watchdog = Watchdog(self.notifier)
@@ -106,7 +117,7 @@ class Daemon:
     def _on_stop(self, signum, _frame) -> None:
         name = signal.Signals(signum).name
         log.info("received %s: finishing the current frame and stopping", name)
-        self._stop, self._stop_reason = True, name
+        self._stop, self._stop_reason, self._stop_at = True, name, time.monotonic()
 
     def _on_hup(self, _signum, _frame) -> None:
         self._hup = True
@@ -141,7 +152,8 @@ class Daemon:
         except (ConfigError, EdgeFerError) as exc:
             log.error("SIGHUP: new config rejected, still running on the old one: %s", exc)
         else:
-            if pipeline is not None or sink is not None:  # tracks end under the old rules, on the old sink
+            if pipeline is not None or sink is not None or "source" in changed:
+                # Tracks end under the old rules, on the old sink; a new camera's faces are new faces.
                 self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
             if pipeline is not None:
                 self.pipeline = pipeline
@@ -156,11 +168,13 @@ class Daemon:
                 setup_logging(new.service.log_level)
             self.cfg = new
             log.info("SIGHUP: config reloaded (changed: %s)", ", ".join(sorted(changed)) or "nothing")
-        self.notifier.ready(self._status_text(0.0, 0))
+        if self._ready:  # before the first frame, READY=1 waits for it
+            self.notifier.ready(self._status_text(0.0, 0))
 
     def _reopen_source(self, new: Config) -> None:
         """Close the old source first: a camera (libcamera, V4L2) has one owner at a time. If the
         new one cannot open, the old one is reopened and the SourceError propagates."""
+        self._dropped_before += self.source.dropped_frames  # stats count from start, not from the reload
         self.source.close()
         try:
             self.source = open_configured_source(new)
@@ -181,7 +195,8 @@ class Daemon:
 
     def _stats(self, rate: _Rate, now: float, started: float) -> PipelineStats:
         return PipelineStats(
-            fps=round(rate.fps(now), 2), frames=self.frames, dropped_frames=self.source.dropped_frames,
+            fps=round(rate.fps(now), 2), frames=self.frames,
+            dropped_frames=self._dropped_before + self.source.dropped_frames,
             inference_ms=round(rate.classify_ms / max(rate.classified, 1), 3),
             detect_ms=round(rate.detect_ms / max(rate.frames, 1), 3), uptime_s=round(now - started, 1),
             interpreter=self.pipeline.classifier.backend)
@@ -195,7 +210,8 @@ class Daemon:
         self._install_signals()
         self._start()
         started = time.monotonic()
-        rate, self.frames, ready, faces, status = _Rate(started), 0, False, 0, EXIT_OK
+        rate, faces, status = _Rate(started), 0, EXIT_OK
+        last_frame, picture_lost = started, False
         try:
             while not self._stop and not self._limit_reached(time.monotonic(), started):
                 if self._hup:
@@ -210,19 +226,25 @@ class Daemon:
                         log.info("source %s ended", self.cfg.source.uri)
                         self._stop_reason = REASON_ENDED
                         break
-                    if not ready and now - started > FIRST_FRAME_TIMEOUT_S:
+                    if not self._ready and now - started > FIRST_FRAME_TIMEOUT_S:
                         log.error("no frame from %s within %.0f s of start; exiting for a restart",
                                   self.cfg.source.uri, FIRST_FRAME_TIMEOUT_S)
                         self._stop_reason, status = REASON_FAILURE, EXIT_FAILURE
                         break
+                    if not picture_lost and now - last_frame > self.cfg.tracker.max_missed_s:
+                        # No picture, so no face is seen: tracks end as they would for an empty frame,
+                        # and the retained state stops claiming a face while the camera is away.
+                        self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
+                        picture_lost, faces = True, 0
                     continue
+                last_frame, picture_lost = now, False
                 result = self.pipeline.step(frame, time.time())
                 self._publish(result)
                 self.frames += 1
                 faces = len(result.faces)
                 rate.add(self.pipeline)
-                if not ready:
-                    ready = True
+                if not self._ready:
+                    self._ready = True
                     self.notifier.ready(self._status_text(0.0, faces))
                     log.info("first frame processed; ready")
                 self.watchdog.frame_done(now, status=lambda: self._status_text(rate.fps(now), faces))
@@ -233,13 +255,20 @@ class Daemon:
         return status
 
     def _shutdown(self, started: float, rate: _Rate) -> None:
+        """Say ``stopped``, drain the queue and close the camera at the same time (closing a stalled
+        camera may wait for its driver); after a signal, all within STOP_BUDGET_S of it."""
         self.notifier.stopping()
         now = time.monotonic()
         self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
         self.sink.publish_stats(self._stats(rate, now, started))
-        undelivered = self.sink.stop(self._stop_reason)  # first: closing a stalled camera may wait for its driver
+        closer = threading.Thread(target=self.source.close, name="edge-fer-close-source", daemon=True)
+        closer.start()
+        deadline = None if self._stop_at is None else self._stop_at + STOP_BUDGET_S - STOP_RESERVE_S
+        undelivered = self.sink.stop(self._stop_reason, None if deadline is None else deadline - time.monotonic())
         if undelivered:
             log.warning("stopping with %d message(s) not delivered (broker unreachable or too slow)",
                         len(undelivered))
-        self.source.close()
+        closer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if closer.is_alive():
+            log.warning("the source %s did not close within the stop budget; exiting without it", self.cfg.source.uri)
         log.info("stopped after %d frames (%s)", self.frames, self._stop_reason)

@@ -142,8 +142,10 @@ class Tracker:
             else:
                 alive.append(track)
         self._tracks = alive
+        # A face the detector missed for less than max_missed_s is still there: counting only this
+        # frame's detections would flip the retained state (and Home Assistant's presence) on a blink.
         faces = [TrackedFace(t.track_id, t.label, round(self._prob(t, t.label), 4))
-                 for t in self._tracks if t.confirmed and t.last_seen == now]
+                 for t in self._tracks if t.confirmed]
         return faces, events
 
     def clear(self, wall: float) -> list[TrackEvent]:

@@ -28,10 +28,15 @@ def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval
         raise ValueError(f"{model} has {out['shape'][-1]} outputs, expected {len(LABELS)}")
     train = json.loads((Path(train_dir) / "train.json").read_text())
     evaluation = json.loads((Path(eval_dir) / "evaluation.json").read_text())
-    measured = evaluation.get("inputs", {}).get("int8_model", {})
-    if measured.get("sha256") != sha256_of(model):
-        raise ValueError(f"{eval_dir}/evaluation.json was measured on {measured.get('path', 'an unrecorded model')}, "
-                         f"not on {model} as it is now: run `python -m quantize evaluate` on it first")
+    measured = evaluation.get("inputs", {})
+    for name, path in (("int8_model", model), ("keras_model", Path(train_dir) / "model.keras")):
+        recorded = measured.get(name, {})
+        if recorded.get("sha256") != sha256_of(path):
+            raise ValueError(f"{eval_dir}/evaluation.json was measured on {recorded.get('path', 'an unrecorded model')}"
+                             f", not on {path} as it is now: give --train and --models of the evaluated model, "
+                             "or run `python -m quantize evaluate` on this one")
+    data = data_hashes(data_dir)
+    stages = training_stages(Path(train_dir), data)
     crop = json.loads(Path(crop_file).read_text())
     acc = evaluation["accuracy"]
     card = {
@@ -57,17 +62,18 @@ def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval
                     "level, area-resized to input_size"),
             "fitted_with": crop["fitted_with"],
         },
-        "data": {name: {"sha256": digest} for name, digest in data_hashes(data_dir).items()},
+        "data": {name: {"sha256": digest} for name, digest in data.items()},
         "training": {
             "targets": "see commands.train: --fer2013-labels (quantize/train.py, quantize/match.py)",
             "selected_on": "PublicTest (mean of FER2013 and FER+ accuracy)",
             "best_epoch": train["best_epoch"],
             "epochs_run": len(train["history"]),
             "wall_seconds": train["wall_seconds"],
-            "wall_seconds_all_stages": _all_stages_seconds(Path(train_dir)),
+            "wall_seconds_all_stages": round(sum(s["wall_seconds"] for s in stages), 1),
             "seed": train["config"]["seed"],
+            "stages": stages,
         },
-        "commands": {"train": train_stages(Path(train_dir)), **commands},
+        "commands": {"train": [s["command"] for s in stages], **commands},
         "code_revisions": {"train": train.get("code_revision", "unknown (not recorded then)"),
                            "evaluate": evaluation["code_revision"]},
         "metrics": {
@@ -87,25 +93,40 @@ def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval
     return card
 
 
-def _stage_dirs(train_dir: Path) -> list[Path]:
+def _stage_dirs(train_dir: Path, needed_by: tuple[Path, ...] = ()) -> list[Path]:
     """This run and every run it needed (``--init``, ``--teacher``), each once, earliest first."""
+    if train_dir.resolve() in needed_by:
+        raise ValueError(f"{train_dir} needs its own output (through --init or --teacher): no command can make it")
     config = json.loads((train_dir / "train.json").read_text())["config"]
     earlier = [Path(config["init"]).parent] if config.get("init") else []
     earlier += [Path(t).parent for t in config.get("teacher", [])]
     stages: list[Path] = []
     for run in earlier:
-        stages += [d for d in _stage_dirs(run) if d not in stages]
+        stages += [d for d in _stage_dirs(run, (*needed_by, train_dir.resolve())) if d not in stages]
     return stages + [train_dir]
 
 
-def _all_stages_seconds(train_dir: Path) -> float:
-    return sum(json.loads((d / "train.json").read_text())["wall_seconds"] for d in _stage_dirs(train_dir))
+def _stage(train_dir: Path, data: dict[str, str]) -> dict:
+    """One training run as the card records it. Refuses a run whose recorded inputs (data files,
+    ``--init``, ``--teacher``) are not the files there now: its command would not remake it."""
+    record = json.loads((train_dir / "train.json").read_text())
+    inputs = record.get("inputs")
+    for name, read in (inputs or {}).items():
+        now = data.get(Path(read["path"]).name) if name in ("fer2013", "ferplus") else sha256_of(Path(read["path"]))
+        if now != read["sha256"]:
+            raise ValueError(f"{train_dir} read {name} {read['path']} with sha256 {read['sha256'][:12]}…, but that "
+                             f"file is now {str(now)[:12]}…: retrain the run or restore the file")
+    return {"command": train_command(record), "epochs_run": len(record["history"]),
+            "best_epoch": record["best_epoch"], "wall_seconds": record["wall_seconds"],
+            "code_revision": record.get("code_revision", "unknown (not recorded then)"),
+            "model_sha256": sha256_of(train_dir / "model.keras"),
+            "inputs": inputs or "not recorded (trained before train.json recorded its inputs)"}
 
 
-def train_stages(train_dir: Path) -> list[str]:
-    """Every training command in the order they must run: each stage's ``--init`` and
-    ``--teacher`` runs before it."""
-    return [train_command(json.loads((d / "train.json").read_text())) for d in _stage_dirs(train_dir)]
+def training_stages(train_dir: Path, data: dict[str, str]) -> list[dict]:
+    """Every training run the model needs, in the order they must run: each stage's ``--init``
+    and ``--teacher`` runs before it. ``data``: the archives' sha256 by file name."""
+    return [_stage(d, data) for d in _stage_dirs(train_dir)]
 
 
 def train_command(record: dict) -> str:

@@ -59,10 +59,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def open_archive(data_dir: Path, filename: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def archive_path(data_dir: Path, filename: str) -> Path:
     path = Path(data_dir) / filename
     if not path.is_file():
         raise DataError(f"{path} not found: pass --data DIR, the folder holding {FER2013_FILE} and {FERPLUS_FILE}")
+    return path
+
+
+def open_archive(data_dir: Path, filename: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    path = archive_path(data_dir, filename)
     try:
         archive = np.load(path)
     except Exception as exc:  # numpy raises several types for a bad zip

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize.data import LABELS, Split, load_fer2013, load_ferplus
+from quantize.data import FER2013_FILE, FERPLUS_FILE, LABELS, Split, archive_path, load_fer2013, load_ferplus
 from quantize.match import SHARP_FLOOR, match_labels, sharpness
 from quantize.model import BASE_WIDTH, build_classifier
-from quantize.provenance import code_revision
+from quantize.provenance import code_revision, provenance
 
 LABEL_SMOOTHING = 0.1
 """For FER2013's single labels only; FER+ votes are already soft."""
@@ -138,7 +138,23 @@ def teacher_probs(paths: list[str], images: np.ndarray, batch: int = 512) -> np.
     return total / (2 * len(paths))
 
 
-def _resume_state(cfg: TrainConfig, out: Path) -> dict | None:
+def _inputs(cfg: TrainConfig, out: Path) -> dict:
+    """Path and sha256 of every file the run reads: the two archives, ``--init``, each ``--teacher``.
+    A model the run reads may not live in its own ``--out``: the run would overwrite it."""
+    models = {"init": cfg.init} if cfg.init else {}
+    models.update({f"teacher{i}": t for i, t in enumerate(cfg.teacher, 1)})
+    for name, path in models.items():
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--{name.rstrip('0123456789')} {path} not found: give a .keras model "
+                                    "that `python -m quantize train` wrote")
+        if Path(path).resolve().parent == out.resolve():
+            raise ValueError(f"--{name.rstrip('0123456789')} {path} is inside --out {out}, which this run "
+                             "overwrites: give the run its own --out")
+    return provenance(fer2013=archive_path(cfg.data, FER2013_FILE), ferplus=archive_path(cfg.data, FERPLUS_FILE),
+                      **models)["inputs"]
+
+
+def _resume_state(cfg: TrainConfig, out: Path, inputs: dict) -> dict | None:
     """The interrupted run's train.json, after checking it is the same run; None to start afresh."""
     if not cfg.resume:
         return None
@@ -152,6 +168,10 @@ def _resume_state(cfg: TrainConfig, out: Path) -> dict | None:
     if changed:
         raise ValueError("--resume: these settings differ from the interrupted run's: " + ", ".join(
             f"{k} (was {before.get(k)!r}, now {now[k]!r})" for k in changed) + "; use the same ones")
+    moved = sorted(k for k, v in summary.get("inputs", inputs).items() if inputs.get(k, {}).get("sha256") != v["sha256"])
+    if moved:
+        raise ValueError("--resume: these input files changed since the interrupted run read them: " + ", ".join(
+            f"{k} ({summary['inputs'][k]['path']})" for k in moved) + "; restore them or start a new run")
     return summary
 
 
@@ -193,7 +213,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     started = time.time()
     revision = code_revision()  # of this invocation; a resumed run records its last
     out = Path(cfg.out)
-    resumed = _resume_state(cfg, out)
+    inputs = _inputs(cfg, out)
+    resumed = _resume_state(cfg, out, inputs)
     out.mkdir(parents=True, exist_ok=True)
 
     import keras
@@ -234,7 +255,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
     def summary() -> dict:
         return {"config": asdict(cfg), "best_epoch": best.get("epoch"), "best_public": best, "history": history,
                 "checkpoint": checkpoint, "wall_seconds": round(spent + time.time() - started, 1),
-                "code_revision": revision}
+                "code_revision": revision, "inputs": inputs}
 
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         t0 = time.time()

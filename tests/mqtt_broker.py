@@ -91,6 +91,52 @@ class Broker:
         return Subscriber(self, topics, persistent, configure)
 
 
+class HeldRelay:
+    """A loopback TCP relay to a broker that accepts a client at once but passes nothing on while
+    held: held from the start, a broker slow to answer CONNECT; held later (``hold()``), a
+    half-open connection (Wi-Fi gone, TCP not yet timed out) where nothing is acknowledged."""
+
+    def __init__(self, broker: Broker):
+        self._broker = broker
+        self._listener = socket.create_server((HOST, 0))
+        self.port = self._listener.getsockname()[1]
+        self.accepted = threading.Event()
+        self._flowing = threading.Event()
+        self._sockets: list[socket.socket] = [self._listener]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def release(self) -> None:
+        self._flowing.set()
+
+    def hold(self) -> None:
+        self._flowing.clear()
+
+    def _serve(self) -> None:
+        client, _ = self._listener.accept()
+        self._sockets.append(client)
+        self.accepted.set()
+        self._flowing.wait()
+        upstream = socket.create_connection((self._broker.host, self._broker.port))
+        self._sockets.append(upstream)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self._flowing.wait()
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    def close(self) -> None:
+        self._flowing.set()
+        for sock in self._sockets:
+            sock.close()
+
+
 @dataclass(frozen=True)
 class Received:
     topic: str

@@ -34,6 +34,7 @@ import cv2
 import pytest
 from daemon_proc import START_TIMEOUT_S, WAIT_S, Daemon, MjpegServer, NotifyListener, base_config, toml_text
 from fixtures_media import read_astronaut, write_video
+from mqtt_broker import HeldRelay
 
 from edge_fer.capture.latest import READ_TIMEOUT_S, RECONNECT_INITIAL_S
 from edge_fer.health import STATUS_INTERVAL_S, WATCHDOG_PING_FRACTION
@@ -175,11 +176,16 @@ def test_stalled_camera_stops_watchdog_pings_until_frames_return(spawn, dirs, no
                    notify=notify, watchdog_usec=WATCHDOG_USEC)
     ready = notify.wait_var("READY", "1", timeout=START_TIMEOUT_S)
     notify.wait_var("WATCHDOG", "1", after=ready.at, count=3)
+    daemon.wait_messages(lambda m: any(e["payload"]["event"] == "appeared" for e in m), "expression")
     paused = time.monotonic()
     camera.pause()
     daemon.wait_log(r"capture http://\S+: (stalled|read failed)", after=paused)
     time.sleep(max(0.0, paused + 2 * WATCHDOG_USEC / 1e6 - time.monotonic()))  # silent past WatchdogSec
     resumed = time.monotonic()
+    # With no picture the face is gone: its track ends and the state stops claiming a face.
+    away = daemon.messages(since=paused)
+    assert [m["payload"]["event"] for m in away if m["topic"].endswith("/expression")] == ["gone"], away
+    assert [m["payload"]["faces"] for m in away if m["topic"].endswith("/state")][-1:] == [0], away
     camera.resume()
     back = notify.wait_var("WATCHDOG", "1", after=resumed, timeout=WAIT_S)
     reopened = daemon.wait_log(r"capture http://\S+: reopened", after=resumed)
@@ -198,6 +204,7 @@ def test_stalled_camera_stops_watchdog_pings_until_frames_return(spawn, dirs, no
     assert stalled and all(s["fps"] == 0.0 for s in stalled), f"stats stopped with the frames: {stalled}"
     recovered = daemon.wait_messages(lambda m: any(s["payload"]["fps"] > 0 for s in m), "stats", since=reopened)
     assert recovered, "no frames counted after the camera came back"
+    assert any(m["payload"]["event"] == "appeared" for m in daemon.messages("expression", since=resumed))
     assert "Traceback" not in daemon.log()
 
 
@@ -219,6 +226,31 @@ def test_sigterm_while_the_camera_hangs_says_stopped_at_once_and_exits_0(spawn, 
     assert stopped and stopped[0] - sent < STOP_BUDGET_S, "stopped was held back by the camera"
     assert daemon.messages("available")[-1]["payload"]["reason"] == "SIGTERM"
     assert elapsed < STOP_BUDGET_S, f"{elapsed:.2f} s"
+
+
+def test_sigterm_with_a_hung_camera_and_a_broker_that_acknowledges_nothing_exits_within_budget(
+        spawn, dirs, camera, mqtt_broker):
+    """Both at once: a half-open broker connection (Wi-Fi gone, TCP not yet timed out), so the
+    queue cannot drain and the sink is not 'down', and a camera stuck in its driver. The budget is
+    counted from the signal and the camera closes while the queue drains."""
+    relay = HeldRelay(mqtt_broker)
+    relay.release()
+    try:
+        mqtt = {**mqtt_section(mqtt_broker), "port": relay.port}
+        daemon = spawn(base_config(camera.url, source={"stall_timeout_s": HUNG_READ_S}, mqtt=mqtt))
+        daemon.wait_log(r"connected to MQTT broker", timeout=START_TIMEOUT_S)
+        daemon.wait_log(r"first frame processed; ready", timeout=START_TIMEOUT_S)
+        relay.hold()
+        time.sleep(0.5)  # frames keep coming: messages queue up unacknowledged
+        camera.pause()
+        time.sleep(READ_TIMEOUT_S)  # no frame for a while, the stall not yet detected
+        rc, elapsed = wait_exit(daemon, daemon.signal(signal.SIGTERM))
+        print(f"SIGTERM with a hung camera and a silent broker -> exit {rc} in {elapsed:.3f} s")
+        assert rc == 0, daemon.log()
+        assert elapsed < STOP_BUDGET_S, f"{elapsed:.2f} s to exit"
+        assert re.search(r"stopping with \d+ message\(s\) not delivered", daemon.log())
+    finally:
+        relay.close()
 
 
 def test_camera_file_that_vanishes_is_reopened_with_backoff(spawn, dirs, notify, video, tmp_path):

@@ -211,6 +211,24 @@ def test_a_replacing_sink_numbers_on_and_delivers_what_the_old_one_could_not_fir
     assert [m.payload["status"] for m in new.messages if m.kind == "available"] == ["stopped", "online"]
 
 
+def test_messages_dropped_before_a_reload_still_count_after_it():
+    """stats.buffer_dropped counts from start: a consumer taking differences never sees it go back."""
+    old = StdoutSink(make_cfg(mqtt__buffer_size=10), out=io.StringIO())  # never started: nothing drains
+    for i in range(15):
+        old.publish_frame(FrameResult(T0 + i, [TrackedFace("a1", LABELS[i % 7], 0.9)]))
+    undelivered = old.stop("reload")
+    dropped = old.outbox.dropped
+    assert dropped > 0
+    out = io.StringIO()
+    new = StdoutSink(make_cfg(mqtt__buffer_size=100), out=out)
+    new.take_over(old, undelivered)
+    new.start()
+    new.publish_stats(STATS)
+    new.stop()
+    stats = [json.loads(line)["payload"] for line in out.getvalue().splitlines() if '/stats"' in line]
+    assert [s["buffer_dropped"] for s in stats] == [dropped]
+
+
 def test_memory_sink_records_the_same_messages():
     sink = MemorySink(make_cfg(homeassistant__discovery=True))
     sink.start()

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +20,7 @@ from edge_fer import LABELS
 from edge_fer.config import Config, load_config
 from edge_fer.messages import FrameResult, PipelineStats, TrackedFace, TrackEvent
 from edge_fer.publish import MqttSink, load_schema
-from mqtt_broker import Broker, Received
+from mqtt_broker import Broker, HeldRelay, Received
 
 REPO = Path(__file__).resolve().parents[1]
 FAST_RECONNECT_S = (1, 2)
@@ -123,6 +124,31 @@ def test_sink_publishes_every_topic_and_every_message_is_schema_valid(make_cfg, 
     assert f"{cfg.mqtt.client_id} ({MOSQUITTO_PROTOCOL[protocol]}, c0" in mqtt_broker.log()  # persistent session
 
 
+def test_a_message_paho_refuses_is_dropped_and_logged_and_delivery_goes_on(make_cfg, mqtt_subscriber, sinks,
+                                                                          caplog):
+    cfg = make_cfg()
+    sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#"])
+    sink = start_sink(cfg, sinks)
+    assert sub.wait_for(lambda msgs: len(msgs) == 1)  # online
+    publish, refused = sink._client.publish, []
+
+    def refuse_the_first(topic, *args, **kwargs):  # as paho does for a topic or payload it cannot send
+        if not refused:
+            refused.append(topic)
+            raise ValueError("Invalid topic.")
+        return publish(topic, *args, **kwargs)
+
+    sink._client.publish = refuse_the_first
+    t0 = time.time()
+    for i in range(3):
+        sink.publish_frame(frame(i, t0))
+    sink.stop()
+    assert sub.wait_for(stopped)
+    assert len(refused) == 1 and "cannot publish a" in caplog.text and refused[0] in caplog.text
+    delivered = [m.json["seq"] for m in sub.messages]
+    assert len(delivered) == delivered[-1] - 1  # all but the refused one, stopped included
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_broker_outage_loses_nothing_and_keeps_order(make_cfg, mqtt_broker, mqtt_subscriber, sinks, protocol):
     cfg = make_cfg(mqtt__protocol=protocol)
@@ -221,6 +247,26 @@ def test_clean_stop_leaves_stopped_not_offline(make_cfg, mqtt_broker, mqtt_subsc
     time.sleep(0.5)
     (retained,) = late.messages
     assert retained.retain and retained.json["status"] == "stopped" and retained.json["reason"] == "maintenance"
+
+
+def test_a_stop_before_the_broker_answers_leaves_stopped_not_online(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
+    """A SIGTERM (or --max-frames, or a reload) racing the first CONNACK: "online" must not be
+    queued behind "stopped", or the retained status says online forever (a clean stop sends no will)."""
+    relay = HeldRelay(mqtt_broker)
+    try:
+        cfg = make_cfg(mqtt__port=relay.port)
+        sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/+/available"])
+        sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
+        sinks.append(sink)
+        sink.start()
+        assert relay.accepted.wait(WAIT_S)
+        threading.Timer(0.2, relay.release).start()  # the CONNACK arrives while stop waits to deliver
+        sink.stop("SIGTERM")
+        assert sub.wait_for(stopped)
+        time.sleep(0.5)
+        assert [m.json["status"] for m in sub.messages] == ["stopped"]
+    finally:
+        relay.close()
 
 
 def test_discovery_is_retained_and_resent_when_home_assistant_comes_online(make_cfg, mqtt_subscriber, sinks):

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from quantize.data import DataError, load_fer2013, load_ferplus
+from quantize.data import DataError, load_fer2013, load_ferplus, sha256_of
 from quantize.metrics import classification_report, expected_calibration_error
 
 MINI = Path(__file__).parent / "data" / "mini"
@@ -97,7 +98,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.train
-def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tiny_run, tmp_path):
+def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tiny_run, tmp_path, capsys):
     from quantize.__main__ import main
 
     history = json.loads((tiny_run / "train.json").read_text())
@@ -127,6 +128,7 @@ def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tiny_run,
     assert not install.exists() or not any(install.iterdir())
     (reports / "crop.json").write_text((Path(__file__).parents[1] / "quantize" / "reports" / "crop.json").read_text())
     assert main(card_args) == 0
+    evaluated = (reports / "evaluation.json").read_text()
     card = load_card(install / "expression_int8.tflite")  # checks the sha256 against the file
     assert sorted(p.name for p in install.iterdir()) == ["expression_int8.json", "expression_int8.tflite"]
     assert json.loads((install / "expression_int8.json").read_text())["metrics"]["ferplus_rules"] == rules
@@ -136,6 +138,15 @@ def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tiny_run,
     evaluation["inputs"]["int8_model"]["sha256"] = "0" * 64
     (reports / "evaluation.json").write_text(json.dumps(evaluation))
     assert main(card_args) == 2
+    assert {p.name: p.read_bytes() for p in install.iterdir()} == installed
+    # So is a --train run whose model is not the one evaluated (its commands would remake another).
+    (reports / "evaluation.json").write_text(json.dumps(json.loads(evaluated)))
+    other = tmp_path / "other-run"
+    shutil.copytree(tiny_run, other)
+    with open(other / "model.keras", "ab") as f:
+        f.write(b"\0")
+    assert main([*card_args[:3], "--train", str(other), *card_args[5:]]) == 2
+    assert "give --train and --models of the evaluated model" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in install.iterdir()} == installed
 
 
@@ -172,7 +183,30 @@ def test_a_student_distils_from_a_teacher_that_sees_both_views(tiny_run, tmp_pat
                                atol=1e-6)  # the soft target does not depend on the flip augmentation
     out = tmp_path / "student"
     assert main(["train", *TINY, "--out", str(out), "--teacher", teacher]) == 0
-    assert json.loads((out / "train.json").read_text())["config"]["teacher"] == [teacher]
+    record = json.loads((out / "train.json").read_text())
+    assert record["config"]["teacher"] == [teacher]
+    assert record["inputs"]["teacher1"] == {"path": teacher, "sha256": sha256_of(Path(teacher))}
+    assert record["inputs"]["ferplus"]["sha256"] == sha256_of(MINI / "ferplus.npz")
+    # A teacher in the run's own --out would be overwritten by the run it teaches.
+    assert main(["train", *TINY, "--out", str(tiny_run), "--teacher", teacher]) == 2
+
+
+def test_resume_refuses_when_a_file_the_run_read_has_changed(tmp_path):
+    from dataclasses import asdict
+
+    from quantize.train import TrainConfig, _inputs, _resume_state
+
+    cfg = TrainConfig(data=str(MINI), out=str(tmp_path), resume=True)
+    inputs = _inputs(cfg, tmp_path)
+    assert inputs["fer2013"]["sha256"] == sha256_of(MINI / "fer2013.npz")
+    (tmp_path / "last-001.keras").write_bytes(b"checkpoint")
+    record = {"config": asdict(cfg), "checkpoint": "last-001.keras", "inputs": json.loads(json.dumps(inputs))}
+    (tmp_path / "train.json").write_text(json.dumps(record))
+    assert _resume_state(cfg, tmp_path, inputs)["inputs"] == inputs
+    record["inputs"]["ferplus"]["sha256"] = "0" * 64  # the archive was replaced since
+    (tmp_path / "train.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"input files changed since the interrupted run read them: ferplus \("):
+        _resume_state(cfg, tmp_path, inputs)
 
 
 def test_resume_without_an_interrupted_run_says_so_and_exits_2(tmp_path, capsys):
@@ -256,7 +290,7 @@ def test_label_agreement_counts_disagreed_faces_and_what_both_bars_would_need():
 
 
 def test_the_card_lists_every_training_command_in_the_order_they_must_run(tmp_path):
-    from quantize.card import _all_stages_seconds, train_stages
+    from quantize.card import training_stages
 
     def run(name: str, epochs_run: int = 3, **config) -> Path:
         out = tmp_path / name
@@ -264,16 +298,20 @@ def test_the_card_lists_every_training_command_in_the_order_they_must_run(tmp_pa
         config = {"data": "d", "out": str(out), "epochs": 3, "batch": 128, "lr": 0.002, "seed": 1,
                   "time_budget_min": 80.0, "fer2013_labels": "matched", "base_width": 32, "init": "",
                   "resume": False, "teacher": [], **config}
-        record = {"config": config, "history": [{"epoch": e} for e in range(1, epochs_run + 1)],
-                  "wall_seconds": 100.0 * (len(list(tmp_path.iterdir())))}  # 100, 200, 300, 400
+        models = [config["init"]] if config["init"] else []
+        record = {"config": config, "history": [{"epoch": e} for e in range(1, epochs_run + 1)], "best_epoch": 1,
+                  "wall_seconds": 100.0 * (len(list(tmp_path.iterdir()))),  # 100, 200, 300, 400
+                  "inputs": {f"model{i}": {"path": m, "sha256": sha256_of(Path(m))} for i, m in enumerate(models)}}
         (out / "train.json").write_text(json.dumps(record))
+        (out / "model.keras").write_bytes(name.encode())
         return out / "model.keras"
 
     first = run("first")
     wide = run("wide", base_width=64, resume=True, limit=500)
     second = run("second", init=str(first), epochs_run=2)
     student = run("student", init=str(second), teacher=[str(wide), str(second)])
-    stages = train_stages(student.parent)
+    records = training_stages(student.parent, {})
+    stages = [r["command"] for r in records]
     outs = [c.split("--out ")[1].split()[0] for c in stages]
     assert outs == [str(first.parent), str(second.parent), str(wide.parent), str(student.parent)]
     assert "--base-width 64" in stages[2] and "--resume" not in stages[2]
@@ -281,7 +319,18 @@ def test_the_card_lists_every_training_command_in_the_order_they_must_run(tmp_pa
     assert "--time-budget 80.0" in stages[1]  # the budget ended it at epoch 2 of 3
     assert f"--init {second} --teacher {wide} --teacher {second}" in stages[3]
     assert "--limit 500" in stages[2] and "--limit" not in stages[3]
-    assert _all_stages_seconds(student.parent) == 100 + 200 + 300 + 400  # each stage once, teachers included
+    assert [r["wall_seconds"] for r in records] == [100, 300, 200, 400]  # each stage once, teachers included
+    assert records[3]["model_sha256"] == sha256_of(student)
+    # A stage whose --init is no longer the file it read cannot be remade by its command.
+    first.write_bytes(b"retrained")
+    with pytest.raises(ValueError, match=f"{second.parent} read model0 {first} with sha256"):
+        training_stages(student.parent, {})
+    # Nor can a run that needs its own output.
+    loop = json.loads((first.parent / "train.json").read_text())
+    loop["config"]["init"], loop["inputs"] = str(student), {}
+    (first.parent / "train.json").write_text(json.dumps(loop))
+    with pytest.raises(ValueError, match="needs its own output"):
+        training_stages(student.parent, {})
 
 
 def test_test_faces_that_are_also_training_faces_are_found_for_both_label_sets(tmp_path):

@@ -4,12 +4,15 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
+import numpy as np
 import pytest
+from daemon_proc import NotifyListener
 
-from edge_fer import service
+from edge_fer import LABELS, service
 from edge_fer.config import load_config
 from edge_fer.errors import SourceError
-from edge_fer.service import MIN_RATE_WINDOW_S, Daemon, _Rate
+from edge_fer.publish import MemorySink
+from edge_fer.service import MIN_RATE_WINDOW_S, Daemon, _Rate, build_pipeline
 
 
 class ExclusiveCamera:
@@ -23,7 +26,7 @@ class ExclusiveCamera:
             raise SourceError(f"source {uri!r}: device busy")
         if uri == "picamera:9":
             raise SourceError(f"source {uri!r}: no such camera")
-        self.uri, self.width = uri, cfg.source.width
+        self.uri, self.width, self.dropped_frames = uri, cfg.source.width, 0
         self.open_now.add(uri)
 
     def close(self) -> None:
@@ -62,3 +65,30 @@ def test_the_reported_frame_rate_never_comes_from_a_window_too_short_to_mean_any
     rate.frames += 1
     assert rate.fps(10.001) == pytest.approx(15.0)  # the last full window's
     assert rate.fps(10.0 + MIN_RATE_WINDOW_S) == pytest.approx(1 / MIN_RATE_WINDOW_S)
+
+
+def test_a_reload_to_another_camera_ends_the_tracks_and_keeps_counting(monkeypatch, tmp_path, daemon):
+    """The new camera's faces are new faces; dropped frames count from start; and a reload before
+    the first frame does not send READY=1 (that waits for the frame: systemd arms the watchdog on it)."""
+    listener = NotifyListener(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(listener.path))
+    try:
+        daemon.notifier = service.Notifier()
+        daemon.pipeline, daemon.sink = build_pipeline(daemon.cfg), MemorySink(daemon.cfg)
+        box, probs = (100.0, 100.0, 80.0, 80.0), np.eye(len(LABELS), dtype=np.float32)[LABELS.index("happiness")]
+        for t in (0.0, 0.1):
+            daemon.pipeline.tracker.update([box], [probs], t, 1_700_000_000 + t)
+        daemon.source.dropped_frames = 5
+        new = replace(daemon.cfg, source=replace(daemon.cfg.source, uri="picamera:1"))
+        daemon._reload = lambda: new
+        daemon._apply_reload()
+        assert daemon.source.uri == "picamera:1"
+        assert [m.payload["event"] for m in daemon.sink.messages if m.kind == "expression"] == ["gone"]
+        assert daemon._stats(_Rate(0.0), 1.0, 0.0).dropped_frames == 5
+        listener.wait_var("RELOADING", "1")
+        daemon._ready = True
+        daemon._apply_reload()  # nothing changed: still says it is ready again
+        listener.wait_var("READY", "1")
+        assert len(listener.with_var("READY")) == 1 and len(listener.with_var("RELOADING")) == 2
+    finally:
+        listener.close()

@@ -61,6 +61,18 @@ def test_a_face_that_leaves_and_returns_gets_a_new_id_and_ids_are_never_reused()
     assert gone == appeared[:2]
 
 
+def test_a_face_the_detector_misses_for_a_moment_is_still_counted_until_it_is_gone():
+    s = TrackerSettings()
+    tracker = Tracker(LABELS, s)
+    blinking = [[(BOX, onehot("happiness"))] if i % 5 else [] for i in range(1, 30)]  # 1 miss in 5 frames
+    results = run(tracker, blinking + [[]] * (seconds(s.max_missed_s) + 2))
+    counts = [len(faces) for faces, _ in results]
+    confirmed = CONFIRM_HITS - 1
+    assert counts[confirmed:len(blinking)] == [1] * (len(blinking) - confirmed)  # no 1, 0, 1, 0 in the state
+    gone_at = next(i for i, (_, events) in enumerate(results) if any(e.kind == "gone" for e in events))
+    assert counts[gone_at:] == [0] * (len(results) - gone_at) and counts[gone_at - 1] == 1
+
+
 def test_appeared_only_after_confirmation_so_a_one_frame_false_positive_is_silent():
     s = TrackerSettings()
     tracker = Tracker(LABELS, s)

@@ -33,7 +33,7 @@ from edge_fer.config import MQTT_V5, MQTT_V311, Config
 from edge_fer.errors import PublishError
 from edge_fer.publish._discovery import HA_ONLINE, status_topic
 from edge_fer.publish._payloads import ONLINE, QOS, STOPPED, Message
-from edge_fer.publish._sink import STOP_DRAIN_S, BufferedSink
+from edge_fer.publish._sink import STOP_DRAIN_S, BufferedSink, drain_timeout
 
 log = logging.getLogger("edge_fer.publish.mqtt")
 
@@ -178,13 +178,14 @@ class MqttSink(BufferedSink):
         """Wait until the broker has acknowledged everything queued so far."""
         return self.outbox.wait_until(self._delivered, timeout)
 
-    def stop(self, reason: str = STOPPED) -> list[Message]:
+    def stop(self, reason: str = STOPPED, drain_s: float | None = None) -> list[Message]:
         """Deliver what is queued, waiting at most the stop budget, and not at all while the broker is away."""
-        if self._stopped:
-            return []
-        self._stopped = True
-        self.outbox.push(lambda: self.stream.available(STOPPED, reason))
-        self.outbox.wait_until(lambda: self._delivered() or self._down, self._stop_timeout_s)
+        with self.outbox.cond:  # one step with _on_connect: no "online" can follow "stopped"
+            if self._stopped:
+                return []
+            self._stopped = True
+            self.outbox.push(lambda: self.stream.available(STOPPED, reason))
+        self.outbox.wait_until(lambda: self._delivered() or self._down, drain_timeout(self._stop_timeout_s, drain_s))
         self._stopping = True
         queued = self.outbox.drain()
         if self._sender.is_alive():
@@ -212,8 +213,14 @@ class MqttSink(BufferedSink):
                 if message is None:
                     return
                 self._inflight.append(message)
-            self._client.publish(message.topic, _encode(message), message.qos, message.retain,
-                                 properties=_publish_properties(message, self._cfg.protocol))
+            try:
+                self._client.publish(message.topic, _encode(message), message.qos, message.retain,
+                                     properties=_publish_properties(message, self._cfg.protocol))
+            except Exception:  # one bad message must not end delivery of all the others
+                log.exception("cannot publish a %s message on %s; dropped", message.kind, message.topic)
+                with self.outbox.cond:
+                    self._inflight.remove(message)
+                    self.outbox.cond.notify_all()
 
     # --- paho callbacks (paho's network thread) -------------------------------------------------
 
@@ -238,7 +245,9 @@ class MqttSink(BufferedSink):
         with self.outbox.cond:  # one step: nothing is sent as connected before "online" is queued
             self._connected, self._down = True, False
             self._resync = bool(self._inflight)
-            self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
+            if not self._stopped:  # a stop before the first CONNACK: the retained status stays "stopped"
+                self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
+            self.outbox.cond.notify_all()  # the sender waits for a connection, not only for messages
 
     def _mark_down(self) -> None:
         with self.outbox.cond:

@@ -23,6 +23,11 @@ STOP_DRAIN_S = 1.5
 2 s (issue 5) even while the broker is away or stdout's reader stalls."""
 
 
+def drain_timeout(stop_timeout_s: float, drain_s: float | None) -> float:
+    """The sink's own stop timeout, or less when the caller has less left of its stop budget."""
+    return stop_timeout_s if drain_s is None else max(0.0, min(stop_timeout_s, drain_s))
+
+
 class Sink(abc.ABC):
     """Where results go. ``publish_frame`` and ``publish_stats`` never block the camera loop."""
 
@@ -38,9 +43,10 @@ class Sink(abc.ABC):
     def publish_stats(self, stats: PipelineStats) -> None: ...
 
     @abc.abstractmethod
-    def stop(self, reason: str = STOPPED) -> list[Message]:
-        """Announce ``available=stopped`` (with ``reason``), deliver what is queued, release.
-        Returns what it could not deliver, oldest first; a second call returns nothing."""
+    def stop(self, reason: str = STOPPED, drain_s: float | None = None) -> list[Message]:
+        """Announce ``available=stopped`` (with ``reason``), deliver what is queued within
+        ``drain_s`` (at most the sink's stop timeout), release. Returns what it could not deliver,
+        oldest first; a second call returns nothing."""
 
     @abc.abstractmethod
     def take_over(self, previous: Sink, undelivered: list[Message]) -> None:
@@ -64,7 +70,7 @@ class MemorySink(Sink):
     def publish_stats(self, stats: PipelineStats) -> None:
         self.messages += self.stream.stats(stats, SinkCounters(0, 0, connected=True))
 
-    def stop(self, reason: str = STOPPED) -> list[Message]:
+    def stop(self, reason: str = STOPPED, drain_s: float | None = None) -> list[Message]:
         self.messages += self.stream.available(STOPPED, reason)
         return []
 
@@ -93,6 +99,8 @@ class BufferedSink(Sink):
 
     def take_over(self, previous: Sink, undelivered: list[Message]) -> None:
         self.stream.continue_after(previous.stream)
+        if isinstance(previous, BufferedSink):  # stats count from start, not from the reload
+            self.outbox.dropped += previous.outbox.dropped
         self.outbox.push(lambda: undelivered)
 
 
@@ -127,9 +135,9 @@ class StdoutSink(BufferedSink):
                 self.outbox.drain()
                 return
 
-    def stop(self, reason: str = STOPPED) -> list[Message]:
+    def stop(self, reason: str = STOPPED, drain_s: float | None = None) -> list[Message]:
         self.outbox.push(lambda: self.stream.available(STOPPED, reason))
         self.outbox.close()
         if self._writer.is_alive():  # a writer blocked on a full pipe is a daemon thread: left behind
-            self._writer.join(self._stop_timeout_s)
+            self._writer.join(drain_timeout(self._stop_timeout_s, drain_s))
         return self.outbox.drain()
