@@ -24,12 +24,14 @@ timestamps jitter by milliseconds, and a frame 1 ms early would otherwise wait a
 
 @dataclass
 class StageTimes:
-    """Milliseconds spent in each stage on the last frame."""
+    """What the last frame cost: milliseconds per stage, and how many faces the detector found
+    (the tracker also reports faces missed for less than ``max_missed_s``)."""
 
     detect_ms: float = 0.0
     classify_ms: float = 0.0
     track_ms: float = 0.0
     classified: bool = False  # faces classified on this frame (max_rate_hz skips some)
+    detected: int = 0
 
 
 class Pipeline:
@@ -62,5 +64,5 @@ class Pipeline:
         t2 = time.perf_counter()
         present, events = self.tracker.update([f.box for f in faces], probs, frame.timestamp, wall)
         t3 = time.perf_counter()
-        self.times = StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, classified)
+        self.times = StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, classified, len(faces))
         return FrameResult(wall, present, events)

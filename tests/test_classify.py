@@ -147,3 +147,7 @@ def test_a_rate_cap_classifies_only_that_often_and_the_face_stays_tracked(astron
     assert len({r.faces[0].track_id for r in results[2:]}) == 1
     appeared = [e for r in results for e in r.events]
     assert [(e.kind, e.label) for e in appeared] == [("appeared", "happiness")]
+    # A frame without the face: the detector finds none, the tracker still holds it (max_missed_s).
+    blank = np.full_like(astronaut_bgr, 128)
+    gap = pipeline.step(Frame(blank, float(seconds), fps * seconds), 1e9 + seconds)
+    assert pipeline.times.detected == 0 and [f.track_id for f in gap.faces] == [results[-1].faces[0].track_id]
