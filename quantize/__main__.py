@@ -108,9 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-width", type=int, default=BASE_WIDTH,
                    help="channels of the first block, doubled per block (default %(default)s, the shipped "
                         "model's; a wider net makes a teacher, not a model for the device)")
-    p.add_argument("--fer2013-labels", choices=("matched", "as-given"), default="matched",
+    p.add_argument("--fer2013-labels", choices=("matched", "as-given", "none"), default="matched",
                    help="matched: FER2013 labels carried to FER+'s sharp copies of the faces (default); "
-                        "as-given: FER2013's own (blurred) Training images as a second view")
+                        "as-given: FER2013's own (blurred) Training images as a second view; "
+                        "none: FER+'s vote distributions alone")
 
     p = step("convert", _convert, "convert to float and full-int8 TFLite, verify with the interpreter")
     p.add_argument("--model", default=f"{TRAIN_DIR}/model.keras")

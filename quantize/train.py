@@ -58,6 +58,7 @@ class TrainConfig:
     teacher: list[str] = field(default_factory=list)  # .keras models whose averaged output mixes into the targets
     # "matched": FER+'s sharp images, targets = mean of FER+ votes and the FER2013 label matched to
     # the same face. "as-given": both archives' Training images as two views (FER2013's are blurred).
+    # "none": FER+'s vote distributions alone (its paper's "probability" scheme), FER2013 unused.
     fer2013_labels: str = "matched"
     base_width: int = BASE_WIDTH
 
@@ -109,6 +110,8 @@ def _training_set(cfg: TrainConfig, log) -> tuple[np.ndarray, np.ndarray]:
         f"FER+ Training {sharpness(plus.images):.1f}; blurred below {SHARP_FLOOR}")
     if cfg.fer2013_labels == "as-given":
         return np.concatenate([fer.images, plus.images]), np.concatenate([_targets(fer), _targets(plus)]).astype(np.float32)
+    if cfg.fer2013_labels == "none":
+        return plus.images, plus.targets.astype(np.float32)
     matched = match_labels(fer, plus)
     sure = matched >= 0
     onehot = np.eye(len(LABELS), dtype=np.float32)[np.where(sure, matched, 0)]

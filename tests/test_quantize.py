@@ -191,6 +191,17 @@ def test_a_student_distils_from_a_teacher_that_sees_both_views(tiny_run, tmp_pat
     assert main(["train", *TINY, "--out", str(tiny_run), "--teacher", teacher]) == 2
 
 
+def test_training_targets_without_fer2013_are_the_ferplus_vote_distributions():
+    from quantize.train import TrainConfig, _training_set
+
+    plus = load_ferplus(MINI, "Training")
+    images, targets = _training_set(TrainConfig(data=str(MINI), out="-", fer2013_labels="none"), log=lambda _: None)
+    np.testing.assert_array_equal(images, plus.images)
+    np.testing.assert_allclose(targets, plus.targets)
+    _, matched = _training_set(TrainConfig(data=str(MINI), out="-"), log=lambda _: None)
+    assert not np.allclose(matched, plus.targets)  # the default mixes in FER2013's labels
+
+
 def test_resume_refuses_when_a_file_the_run_read_has_changed(tmp_path):
     from dataclasses import asdict
 
