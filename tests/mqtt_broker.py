@@ -132,8 +132,13 @@ class HeldRelay:
             sink.close()
 
     def close(self) -> None:
+        """Ends both sides' connections, as a closed socket or a dead process would."""
         self._flowing.set()
         for sock in self._sockets:
+            try:  # close() alone leaves the connection open while a pipe thread is in recv() on it
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # never connected (the listener), or already shut
             sock.close()
 
 

@@ -18,7 +18,7 @@ import pytest
 from edge_fer.config import Config, dump_config, load_config
 from edge_fer.errors import ConfigError, PublishError
 from edge_fer.publish import MqttSink
-from mqtt_broker import Broker
+from mqtt_broker import Broker, HeldRelay
 
 USER, PASSWORD = "kiosk", "correct-horse-battery"
 KEY_PASSPHRASE = "key-passphrase-456"
@@ -84,6 +84,24 @@ def tls_cfg(tls_broker: Broker, pki: Path):
     return make
 
 
+def secure(pki: Path):
+    """A subscriber's TLS and password set-up, as the broker requires."""
+    def configure(client: mqtt.Client) -> None:
+        client.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / "client.crt"),
+                       keyfile=str(pki / "client.key"), cert_reqs=ssl.CERT_REQUIRED)
+        client.username_pw_set(USER, PASSWORD)
+    return configure
+
+
+def wait_until(predicate, timeout: float = WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def wait_for_log(caplog: pytest.LogCaptureFixture, text: str) -> logging.LogRecord:
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
@@ -99,12 +117,7 @@ def wait_for_log(caplog: pytest.LogCaptureFixture, text: str) -> logging.LogReco
 def test_good_client_connects_and_publishes(tls_broker, tls_cfg, pki, key):
     cfg = tls_cfg(**{k: str(pki / v) if k.endswith("_file") else v for k, v in key.items()})
 
-    def secure(client: mqtt.Client) -> None:
-        client.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / "client.crt"),
-                       keyfile=str(pki / "client.key"), cert_reqs=ssl.CERT_REQUIRED)
-        client.username_pw_set(USER, PASSWORD)
-
-    sub = tls_broker.subscriber([f"{cfg.mqtt.prefix}/#"], configure=secure)
+    sub = tls_broker.subscriber([f"{cfg.mqtt.prefix}/#"], configure=secure(pki))
     sink = MqttSink(cfg)
     sink.start()
     try:
@@ -175,3 +188,33 @@ def test_an_unloadable_tls_key_exits_2_so_systemd_does_not_restart_in_a_loop(pki
     assert result.returncode == 2, result.stderr
     assert "mqtt.tls_key_file is encrypted: set its passphrase in mqtt.tls_key_password" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_stop_during_the_tls_handshake_leaves_no_connection_to_fire_the_will(tls_broker, tls_cfg, pki):
+    """A reload that changes the client id while paho is inside the TLS handshake, where stop cannot
+    reach it: when the broker answers later, paho's thread still sends CONNECT (with our will) and
+    ends. That connection must be closed with DISCONNECT, or its will ("offline") fires whenever
+    the socket finally closes (garbage collection, process exit), over the new sink's "online"."""
+    relay = HeldRelay(tls_broker)
+    try:
+        old_cfg = tls_cfg(**{"mqtt.port": relay.port, "mqtt.client_id": "edge-fer-old"})
+        sub = tls_broker.subscriber([f"{old_cfg.mqtt.prefix}/+/available"], configure=secure(pki))
+        old = MqttSink(old_cfg)
+        old.start()
+        assert relay.accepted.wait(WAIT_S)
+        old.stop("SIGHUP")  # returns: paho's thread is still waiting for the server's hello
+        new = MqttSink(tls_cfg(**{"mqtt.prefix": old_cfg.mqtt.prefix, "mqtt.client_id": "edge-fer-new"}))
+        new.start()
+        try:
+            assert new.wait_connected(WAIT_S) and new.flush(WAIT_S)
+            relay.release()  # the broker answers the abandoned handshake
+            assert wait_until(lambda: "as edge-fer-old" in tls_broker.log())
+            wait_until(lambda: "Client edge-fer-old disconnected" in tls_broker.log(), timeout=2.0)
+            relay.close()  # the old socket closes, as it would when collected or at exit
+            time.sleep(0.5)
+            assert [m.json["status"] for m in sub.messages] == ["online"], tls_broker.log()
+        finally:
+            new.stop()
+    finally:
+        relay.close()
+        sub.close()

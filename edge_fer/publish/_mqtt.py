@@ -193,10 +193,23 @@ class MqttSink(BufferedSink):
         with self.outbox.cond:
             undelivered = [*self._inflight, *queued]
         self._client.disconnect()
-        stopper = threading.Thread(target=self._client.loop_stop, name="edge-fer-mqtt-stop", daemon=True)
+        stopper = threading.Thread(target=self._release, name="edge-fer-mqtt-stop", daemon=True)
         stopper.start()
         stopper.join(STOP_JOIN_S)
         return undelivered
+
+    def _release(self) -> None:
+        """End paho's thread, then close what it may have opened after ``disconnect``.
+
+        Inside a connect (a TLS handshake, a slow TCP connect) that thread cannot see the stop:
+        when the broker answers, it sends CONNECT, with our will, and ends, leaving the socket
+        open. Closed later without DISCONNECT (garbage collection, exit), that connection would
+        fire the will ("offline") over the retained status a reloaded sink has set since.
+        """
+        self._client.loop_stop()
+        if self._client.socket() is not None:
+            self._client.disconnect()
+            self._client.loop_write()  # paho closes the socket once DISCONNECT is written
 
     # --- delivery -------------------------------------------------------------------------------
 
