@@ -7,6 +7,7 @@ Typical order (defaults chain the outputs)::
     python -m quantize crop-fit --data ../shared/data
     python -m quantize evaluate --data ../shared/data
     python -m quantize card --data ../shared/data
+    python -m quantize tradeoff --data ../shared/data   (an analysis: what each bar costs the other)
 """
 from __future__ import annotations
 
@@ -55,6 +56,12 @@ def _evaluate(a) -> None:
     from quantize.evaluate import evaluate
 
     evaluate(a.model, a.models, a.data, a.out)
+
+
+def _tradeoff(a) -> None:
+    from quantize.tradeoff import tradeoff
+
+    tradeoff(a.model, a.data, a.out)
 
 
 def _card(a) -> None:
@@ -131,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=MODEL_DIR)
     p.add_argument("--reports", default=REPORT_DIR)
     p.add_argument("--install", default=INSTALL_DIR)
+    p = step("tradeoff", _tradeoff, "on PublicTest, what per-class offsets on the int8 model's output trade "
+                                    "between the FER2013 and FER+ accuracies")
+    p.add_argument("--model", default=f"{INSTALL_DIR}/expression_int8.tflite")
+    p.add_argument("--out", default=f"{REPORT_DIR}/tradeoff.json")
     return parser
 
 

@@ -371,3 +371,52 @@ def cv2_smooth(image: np.ndarray) -> np.ndarray:
     import cv2
 
     return cv2.GaussianBlur(image, (0, 0), 4)
+
+
+def _biased_scores(rng: np.random.Generator, labels: np.ndarray, against: int, by: float) -> np.ndarray:
+    """Noisy log-scores that favour the true class, with class ``against`` pushed down ``by``."""
+    scores = rng.normal(0, 1, (len(labels), 7)) + 1.5 * np.eye(7)[labels]
+    scores[:, against] -= by
+    return scores
+
+
+def test_fitted_offsets_undo_a_prior_shift_and_only_where_it_pays():
+    from quantize.tradeoff import accuracy, fit_offsets
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 7, 4000)
+    scores = _biased_scores(rng, labels, against=2, by=0.8)
+    offsets = fit_offsets(scores, labels)
+    assert 0.4 <= offsets[2] <= 1.2, offsets  # the push-down, undone
+    assert accuracy(scores, labels, offsets) > accuracy(scores, labels, np.zeros(7)) + 0.02
+    unbiased = _biased_scores(rng, labels, against=2, by=0.0)
+    assert accuracy(unbiased, labels, fit_offsets(unbiased, labels)) - accuracy(unbiased, labels, np.zeros(7)) < 0.01
+
+
+def test_sweep_trades_one_label_set_for_the_other_scored_on_faces_it_did_not_fit():
+    """Two label sets for the same faces that disagree on class 0 vs 1: each end of the sweep
+    favours its own set, and the row without offsets is the model as it is."""
+    from quantize.tradeoff import accuracy, cross_fitted_sweep
+
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 7, 3000)
+    scores = _biased_scores(rng, truth, against=0, by=0.0)
+    fer = np.where((truth == 1) & (rng.random(3000) < 0.8), 0, truth)  # most of FER+'s 1s are FER2013's 0s
+    rows = cross_fitted_sweep({"fer2013": (scores, fer), "ferplus_majority": (scores, truth)})
+    model, plus_end, fer_end = rows[0], rows[1], rows[-1]
+    assert model["toward_fer2013"] is None and plus_end["toward_fer2013"] == 0.0 and fer_end["toward_fer2013"] == 1.0
+    assert fer_end["fer2013"] > plus_end["fer2013"] + 0.01
+    assert plus_end["ferplus_majority"] > fer_end["ferplus_majority"] + 0.01
+    assert model["fer2013"] == pytest.approx(accuracy(scores, fer, np.zeros(7)), abs=0.01)
+
+
+def test_tradeoff_command_writes_the_sweep(tmp_path):
+    from quantize.__main__ import main
+
+    out = tmp_path / "tradeoff.json"
+    assert main(["tradeoff", "--data", str(MINI), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["split"].startswith("PublicTest")
+    assert [r["toward_fer2013"] for r in report["sweep"]] == [None] + [round(0.1 * i, 2) for i in range(11)]
+    assert set(report["offsets_fitted_on_all_of_publictest"]) == {"fer2013", "ferplus_majority"}
+    assert report["inputs"]["int8_model"]["path"].endswith("expression_int8.tflite")
