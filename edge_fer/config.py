@@ -146,6 +146,7 @@ class TrackerConfig:
     switch_margin: float = _opt(0.15, lo=0.0, hi=1.0)
     switch_hold_s: float = _opt(0.4, lo=0.0, hi=10.0)
     uncertain_below: float = _opt(0.45, lo=0.0, hi=1.0)
+    uncertain_margin: float = _opt(0.05, lo=0.0, hi=0.5)
 
 
 @dataclass(frozen=True)

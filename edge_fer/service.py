@@ -57,7 +57,8 @@ def build_pipeline(cfg: Config) -> Pipeline:
                               nms_iou=cfg.detector.nms_iou, num_threads=cfg.classifier.threads, backend=backend)
     t = cfg.tracker
     tracker = Tracker(classifier.card.labels, TrackerSettings(t.iou_match, t.max_missed_s, t.smoothing_s,
-                                                              t.switch_margin, t.switch_hold_s, t.uncertain_below))
+                                                              t.switch_margin, t.switch_hold_s, t.uncertain_below,
+                                                              t.uncertain_margin))
     return Pipeline(detector, classifier, tracker, max_rate_hz=cfg.classifier.max_rate_hz)
 
 

@@ -122,6 +122,30 @@ def test_low_confidence_is_reported_as_uncertain():
     assert faces[0].label == UNCERTAIN and faces[0].confidence < s.uncertain_below
 
 
+def _changes_per_minute(settings: TrackerSettings, mean: float) -> float:
+    """A face the classifier is unsure about: its top probability is N(mean, 0.08) frame to frame."""
+    rng = np.random.default_rng(0)
+    frames = [[(BOX, onehot("neutral", float(np.clip(rng.normal(mean, 0.08), 0, 1))))] for _ in range(seconds(120))]
+    changes = sum(e.kind == "changed" for _, events in run(Tracker(LABELS, settings), frames) for e in events)
+    return changes / 2
+
+
+def test_a_face_at_the_confidence_floor_does_not_flicker_in_and_out_of_uncertain():
+    s = TrackerSettings()
+    at_floor = s.uncertain_below + 0.01
+    assert _changes_per_minute(TrackerSettings(uncertain_margin=0.0), at_floor) > 10  # the flicker, without the margin
+    assert _changes_per_minute(s, at_floor) <= 2
+
+
+def test_an_uncertain_face_gets_its_label_back_once_clearly_above_the_floor():
+    s = TrackerSettings()
+    flat = np.full(len(LABELS), 1 / len(LABELS), np.float32)
+    clear = s.uncertain_below + s.uncertain_margin + 0.1
+    results = run(Tracker(LABELS, s), [[(BOX, flat)]] * seconds(1) + [[(BOX, onehot("fear", clear))]] * seconds(3))
+    changes = [e for _, events in results for e in events if e.kind == "changed"]
+    assert [(e.previous_label, e.label) for e in changes] == [(UNCERTAIN, "fear")]
+
+
 def test_clear_ends_every_confirmed_track():
     tracker = Tracker(LABELS)
     run(tracker, [[(BOX, onehot("happiness")), (OTHER_BOX, onehot("fear"))]] * 5)
