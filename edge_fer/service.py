@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import statistics
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from collections.abc import Callable
 
@@ -71,6 +73,36 @@ def open_configured_source(cfg: Config):
 MIN_RATE_WINDOW_S = 1.0
 """A rate over a shorter window is noise (1 frame just after a reset reads as thousands of fps):
 until the window is this long, ``fps`` reports the last full window's."""
+
+
+PICTURE_LOST_INTERVALS = 3
+"""No frame for this many of the camera's usual frame intervals, and for at least
+``tracker.max_missed_s``, and the picture is lost: its faces end. A camera slower than
+``max_missed_s`` (``source.fps = 0.8``, a slow stream) is not lost between two frames."""
+GAPS_KEPT = 8
+"""The usual interval is the median of the last this-many gaps between frames, so one late frame
+or one outage does not move it."""
+
+
+class _Picture:
+    """Tells when the camera's picture counts as lost, once per loss."""
+
+    def __init__(self) -> None:
+        self._gaps: deque[float] = deque(maxlen=GAPS_KEPT)
+        self._last: float | None = None
+        self._lost = False
+
+    def frame(self, now: float) -> None:
+        if self._last is not None:
+            self._gaps.append(now - self._last)
+        self._last, self._lost = now, False
+
+    def newly_lost(self, now: float, max_missed_s: float) -> bool:
+        if self._lost or self._last is None:
+            return False
+        usual = statistics.median(self._gaps) if self._gaps else 0.0
+        self._lost = now - self._last > max(max_missed_s, PICTURE_LOST_INTERVALS * usual)
+        return self._lost
 
 
 class _Rate:
@@ -212,7 +244,7 @@ class Daemon:
         self._start()
         started = time.monotonic()
         rate, faces, status = _Rate(started), 0, EXIT_OK
-        last_frame, picture_lost = started, False
+        picture = _Picture()
         try:
             while not self._stop and not self._limit_reached(time.monotonic(), started):
                 if self._hup:
@@ -232,13 +264,13 @@ class Daemon:
                                   self.cfg.source.uri, FIRST_FRAME_TIMEOUT_S)
                         self._stop_reason, status = REASON_FAILURE, EXIT_FAILURE
                         break
-                    if not picture_lost and now - last_frame > self.cfg.tracker.max_missed_s:
+                    if picture.newly_lost(now, self.cfg.tracker.max_missed_s):
                         # No picture, so no face is seen: tracks end as they would for an empty frame,
                         # and the retained state stops claiming a face while the camera is away.
                         self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
-                        picture_lost, faces = True, 0
+                        faces = 0
                     continue
-                last_frame, picture_lost = now, False
+                picture.frame(now)
                 result = self.pipeline.step(frame, time.time())
                 self._publish(result)
                 self.frames += 1

@@ -588,3 +588,15 @@ def test_check_config_prints_the_effective_config_with_the_password_redacted(tmp
     assert dumped["mqtt"]["username"] == "sensor" and dumped["mqtt"]["host"] == "broker.lan"
     assert dumped["tracker"]["max_missed_s"] == 2.5 and dumped["privacy"]["mode"] == "presence"
     assert dumped["source"]["uri"] == "builtin:astronaut"  # defaults are shown too
+
+
+def test_a_camera_slower_than_max_missed_s_is_not_a_lost_picture(tmp_path):
+    """At 0.8 fps a frame comes every 1.25 s, longer than tracker.max_missed_s (1 s). The wait
+    between two frames is not a stalled camera: the face is confirmed, and ends only at the stop."""
+    result = edge_fer("run", "--max-frames", "5", env=cli_env(EDGE_FER_SOURCE__FPS="0.8"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    events = [m["payload"]["event"] for m in messages if m["topic"].endswith("/expression")]
+    assert events == ["appeared", "gone"], events
+    faces = [m["payload"]["faces"] for m in messages if m["topic"].endswith("/state")]
+    assert faces == [0, 1, 0], faces  # before the first confirmation, the face, the stop
