@@ -77,6 +77,26 @@ def test_aggregate_counts_each_track_once_by_its_main_label():
     assert window["tracks"] == 1 and window["counts"]["neutral"] == 1 and window["counts"]["happiness"] == 0
 
 
+def test_aggregate_tie_goes_to_the_label_seen_longer_not_to_the_first_in_order():
+    cfg = make_cfg("aggregate", **{"privacy.k_min": 2})
+    frames = [FrameResult(T0 + i * DT, [TrackedFace("a1", "anger", 0.9), TrackedFace("b2", "neutral", 0.9)])
+              for i in range(3)]
+    frames += [FrameResult(T0 + (3 + i) * DT, [TrackedFace("b2", "neutral", 0.9)]) for i in range(3)]
+    messages = run(cfg, frames + [FrameResult(T0 + cfg.privacy.aggregate_window_s, [])])
+    (window,) = [m.payload for m in messages if m.kind == "aggregate"]
+    assert window["counts"]["anger"] == window["counts"]["neutral"] == 1
+    assert window["dominant"] == "neutral"
+
+
+def test_a_wall_clock_stepped_back_closes_the_aggregate_window():
+    """Or the open window would keep filling until the clock caught up with it, minutes later."""
+    cfg = make_cfg("aggregate", **{"privacy.k_min": 1})
+    face = [TrackedFace("a1", "happiness", 0.9)]
+    messages = run(cfg, [FrameResult(T0, face), FrameResult(T0 + DT, face), FrameResult(T0 - 300, face)])
+    (window,) = [m.payload for m in messages if m.kind == "aggregate"]
+    assert window["counts"]["happiness"] == 1
+
+
 def test_presence_mode_only_counts_faces():
     cfg = make_cfg("presence")
     messages = run(cfg, crowd(3, 60.0))

@@ -15,10 +15,10 @@ from edge_fer import LABELS
 from edge_fer.config import load_config
 from edge_fer.messages import UNCERTAIN, FrameResult, PipelineStats, TrackedFace, TrackEvent
 from edge_fer.publish import MemorySink, Message, MqttSink, StdoutSink, build_sink, load_schema
-from edge_fer.publish._discovery import AVAILABILITY_TEMPLATE, EXPIRE_AFTER_HEARTBEATS
+from edge_fer.publish._discovery import AVAILABILITY_TEMPLATE
 from edge_fer.publish._outbox import Outbox
 from edge_fer.publish._payloads import dominant, iso_ts
-from edge_fer.publish._stream import STATE_EXPIRY_HEARTBEATS, MessageStream
+from edge_fer.publish._stream import AGGREGATE_EXPIRY_WINDOWS, STATE_EXPIRY_HEARTBEATS, MessageStream
 
 T0 = 1_700_000_000.0
 DT = 1 / 15
@@ -79,6 +79,17 @@ def test_unchanged_state_is_resent_as_heartbeat():
     assert sent == [0, first_beat]
 
 
+def test_a_wall_clock_stepped_back_does_not_hold_back_the_heartbeat():
+    """NTP correcting a Pi without a real-time clock: the retained state must not expire meanwhile."""
+    cfg = make_cfg(mqtt__state_heartbeat_s=2.0)
+    stream = MessageStream(cfg)
+    face = [TrackedFace("a1", "neutral", 0.9)]
+    assert stream.frame(FrameResult(T0, face))
+    stepped = T0 - 300
+    sent = [i for i in range(int(cfg.mqtt.state_heartbeat_s / DT) + 2) if stream.frame(FrameResult(stepped + i * DT, face))]
+    assert sent and sent[0] * DT < cfg.mqtt.state_heartbeat_s, sent
+
+
 def test_state_updated_at_is_the_last_change_and_retained_state_expires():
     cfg = make_cfg()
     stream = MessageStream(cfg)
@@ -137,10 +148,11 @@ def test_discovery_offers_only_what_the_mode_publishes_and_removes_the_rest(mode
         assert m.payload["device"]["identifiers"] == ["edge_fer_kiosk-1"]
         if m.payload.get("device_class") == "enum":
             assert m.payload["options"] == [*LABELS, "uncertain", "none"]
-        if m.payload["state_topic"].endswith("/state"):  # heartbeated: unavailable when it stops
-            assert m.payload["expire_after"] == cfg.mqtt.state_heartbeat_s * EXPIRE_AFTER_HEARTBEATS
+        # Unavailable when the news stops, exactly when the broker drops the retained message.
+        if m.payload["state_topic"].endswith("/state"):
+            assert m.payload["expire_after"] == cfg.mqtt.state_heartbeat_s * STATE_EXPIRY_HEARTBEATS
         else:
-            assert "expire_after" not in m.payload
+            assert m.payload["expire_after"] == cfg.privacy.aggregate_window_s * AGGREGATE_EXPIRY_WINDOWS
 
 
 def test_no_discovery_unless_enabled():
@@ -277,6 +289,6 @@ def test_aggregate_refuses_a_label_that_is_not_an_expression():
     from edge_fer.publish import _payloads
 
     topics = publish.Topics.of("edge-fer", "kiosk-1")
-    assert _payloads.aggregate(topics, T0, T0 + 60, ["fear"], 1, T0 + 60, 120).payload["counts"]["fear"] == 1
+    assert _payloads.aggregate(topics, T0, T0 + 60, ["fear"], {}, 1, T0 + 60, 120).payload["counts"]["fear"] == 1
     with pytest.raises(ValueError, match="'joy' is not one of"):
-        _payloads.aggregate(topics, T0, T0 + 60, ["joy"], 1, T0 + 60, 120)
+        _payloads.aggregate(topics, T0, T0 + 60, ["joy"], {}, 1, T0 + 60, 120)

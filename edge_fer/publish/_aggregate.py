@@ -2,7 +2,7 @@
 
 Windows are aligned to multiples of the window length in wall-clock time (12:00:00, 12:01:00,
 ...). Each track seen in a window counts once, under the label it showed in most of its frames
-there. A window is released only when at least ``k_min`` distinct tracks contributed; otherwise
+there; a tie between labels goes to the one seen in more frames. A window is released only when at least ``k_min`` distinct tracks contributed; otherwise
 it is discarded, never carried over. Track ids are forgotten when their window closes.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ class ClosedWindow:
     start: float
     end: float
     labels: list[str]  # one main label per contributing track; order carries no meaning
+    frames: dict[str, int]  # frames per label, over all tracks: breaks a tie between labels
 
 
 class AggregateWindow:
@@ -35,7 +36,7 @@ class AggregateWindow:
         closed = None
         if self._start is None:
             self._start = start
-        elif start > self._start:  # a wall clock stepped back keeps filling the open window
+        elif start != self._start:  # a wall clock stepped back also closes it, or it would run long
             closed = self._close(self._start)
             self._start, self._frames = start, {}
         for face in result.faces:
@@ -46,4 +47,4 @@ class AggregateWindow:
         if len(self._frames) < self.k_min:
             return None
         labels = [frames.most_common(1)[0][0] for frames in self._frames.values()]
-        return ClosedWindow(start, start + self.window_s, labels)
+        return ClosedWindow(start, start + self.window_s, labels, dict(sum(self._frames.values(), Counter())))

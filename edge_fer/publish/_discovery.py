@@ -9,7 +9,6 @@ and "offline" to unavailable, so a clean stop is not shown as a live sensor.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +16,6 @@ from edge_fer import __version__
 from edge_fer.publish._payloads import EXPRESSION_OPTIONS, OFFLINE, ONLINE, QOS, Message, Topics
 
 AVAILABILITY_TEMPLATE = "{{ 'online' if value_json.status == 'online' else 'offline' }}"
-EXPIRE_AFTER_HEARTBEATS = 3
-"""A state sensor goes unavailable after this many missed heartbeats (a stuck pipeline)."""
 HA_ONLINE = b"online"
 """Home Assistant's birth message on ``<ha_prefix>/status``: re-send discovery on it."""
 
@@ -59,7 +56,12 @@ def _config_topic(ha_prefix: str, device_id: str, entity: _Entity) -> str:
     return f"{ha_prefix}/{entity.component}/{device_id}_{entity.object_id}/config"
 
 
-def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str, heartbeat_s: float) -> list[Message]:
+def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str,
+              expire_after_s: dict[str, int]) -> list[Message]:
+    """``expire_after_s``: per source topic ("state", "aggregate"), the seconds its retained
+    message lives on the broker; the entity goes unavailable after as long without news, so Home
+    Assistant and a consumer arriving later see the same thing (a stuck pipeline, a camera gone,
+    a window with fewer than k_min faces: no value)."""
     device = {
         "identifiers": [f"edge_fer_{device_id}"],
         "name": f"edge-fer {device_id}",
@@ -83,8 +85,7 @@ def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str, heartbe
             "origin": {"name": "edge-fer", "sw_version": __version__},
             **entity.extra,
         }
-        if entity.source == "state":
-            payload["expire_after"] = math.ceil(heartbeat_s * EXPIRE_AFTER_HEARTBEATS)
+        payload["expire_after"] = expire_after_s[entity.source]
         messages.append(Message("discovery", _config_topic(ha_prefix, device_id, entity), payload, retain=True))
     offered = {e.object_id for e in ENTITIES[mode]}
     others = {e.object_id: e for entities in ENTITIES.values() for e in entities if e.object_id not in offered}

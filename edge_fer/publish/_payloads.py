@@ -161,16 +161,18 @@ def state(topics: Topics, content: Mapping[str, Any], seq: int, ts: float, updat
     return Message("state", topics.state, payload, retain=True, expiry_s=expiry_s)
 
 
-def aggregate(topics: Topics, start: float, end: float, label_of_track: Sequence[str], seq: int,
-              ts: float, expiry_s: int) -> Message:
-    """Counts of tracks per label over one window (each track counted once, by its main label)."""
+def aggregate(topics: Topics, start: float, end: float, label_of_track: Sequence[str],
+              frames_of_label: Mapping[str, int], seq: int, ts: float, expiry_s: int) -> Message:
+    """Counts of tracks per label over one window (each track counted once, by its main label);
+    ``dominant`` has the most tracks and, on a tie, the most frames (not the first label in order,
+    which would favour anger)."""
     counts = {label: sum(_label(t) == label for t in label_of_track) for label in STATE_LABELS}
     payload = {
         **_head(seq, ts),
         "window_start": iso_ts(start),
         "window_end": iso_ts(end),
         "tracks": len(label_of_track),
-        "dominant": max(STATE_LABELS, key=lambda label: counts[label]),
+        "dominant": max(STATE_LABELS, key=lambda label: (counts[label], frames_of_label.get(label, 0))),
         "counts": counts,
     }
     return Message("aggregate", topics.aggregate, payload, retain=True, expiry_s=expiry_s)

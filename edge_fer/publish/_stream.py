@@ -21,6 +21,8 @@ STATE_EXPIRY_HEARTBEATS = 3
 """A retained state expires on the broker after this many heartbeats: a consumer arriving
 after the daemon died sees no stale faces."""
 AGGREGATE_EXPIRY_WINDOWS = 2
+"""A retained window expires after this many windows: one that is not followed (too few faces
+since, or the daemon gone) stops being shown."""
 
 
 class MessageStream:
@@ -31,6 +33,8 @@ class MessageStream:
         self._mode = cfg.privacy.mode
         self._heartbeat_s = cfg.mqtt.state_heartbeat_s
         self._aggregate = AggregateWindow(cfg.privacy.aggregate_window_s, cfg.privacy.k_min)
+        self._expiry_s = {"state": math.ceil(self._heartbeat_s * STATE_EXPIRY_HEARTBEATS),
+                          "aggregate": math.ceil(cfg.privacy.aggregate_window_s * AGGREGATE_EXPIRY_WINDOWS)}
         self._seq = 0
         self._state: dict[str, Any] | None = None
         self._state_sent_at = -math.inf
@@ -54,7 +58,7 @@ class MessageStream:
         ha = self._cfg.homeassistant
         if not ha.discovery:
             return []
-        return discovery(ha.prefix, self.topics, self._cfg.mqtt.device_id, self._mode, self._heartbeat_s)
+        return discovery(ha.prefix, self.topics, self._cfg.mqtt.device_id, self._mode, self._expiry_s)
 
     def frame(self, result: FrameResult) -> list[p.Message]:
         if self._mode == "aggregate":
@@ -65,24 +69,26 @@ class MessageStream:
         return messages + self._state_update(result)
 
     def _state_update(self, result: FrameResult) -> list[p.Message]:
-        """A state message when the content changed, or as a heartbeat when it did not."""
+        """A state message when the content changed, or as a heartbeat when it did not.
+
+        Timed on the wall clock, which the frame carries; if that clock steps back (NTP on a Pi
+        without a real-time clock), the heartbeat goes out at once rather than after the step,
+        or the retained state would expire in between."""
         now = result.timestamp
         content = p.state_content(result.faces, with_labels=self._mode == "labels")
         if content != self._state:
             self._state, self._state_changed_at = content, now
-        elif now - self._state_sent_at < self._heartbeat_s:
+        elif 0 <= now - self._state_sent_at < self._heartbeat_s:
             return []
         self._state_sent_at = now
-        expiry = math.ceil(self._heartbeat_s * STATE_EXPIRY_HEARTBEATS)
-        return [p.state(self.topics, content, self._next_seq(), now, self._state_changed_at, expiry)]
+        return [p.state(self.topics, content, self._next_seq(), now, self._state_changed_at, self._expiry_s["state"])]
 
     def _aggregate_window(self, result: FrameResult) -> list[p.Message]:
         closed = self._aggregate.add(result)
         if closed is None:
             return []
-        expiry = math.ceil(self._aggregate.window_s * AGGREGATE_EXPIRY_WINDOWS)
-        return [p.aggregate(self.topics, closed.start, closed.end, closed.labels, self._next_seq(),
-                            result.timestamp, expiry)]
+        return [p.aggregate(self.topics, closed.start, closed.end, closed.labels, closed.frames, self._next_seq(),
+                            result.timestamp, self._expiry_s["aggregate"])]
 
     def stats(self, stats: PipelineStats, sink: p.SinkCounters) -> list[p.Message]:
         return [p.stats(self.topics, stats, sink, self._mode, self._next_seq(), self._clock())]
