@@ -18,9 +18,35 @@ log = logging.getLogger("edge_fer")
 
 
 def _overrides(args) -> dict:
-    pairs = {"source.uri": args.source, "mqtt.host": args.mqtt_host, "mqtt.port": args.mqtt_port,
-             "mqtt.device_id": args.device_id, "service.log_level": args.log_level}
-    return {k: v for k, v in pairs.items() if v is not None}
+    """The flags a subcommand has (``classify`` has no source or broker) over the config."""
+    pairs = {"source.uri": "source", "mqtt.host": "mqtt_host", "mqtt.port": "mqtt_port",
+             "mqtt.device_id": "device_id", "service.log_level": "log_level"}
+    return {key: getattr(args, flag) for key, flag in pairs.items() if getattr(args, flag, None) is not None}
+
+
+def _no_limit_or_more(kind: type):
+    """argparse type for --max-frames/--duration: 0 is "no limit", a negative value is a mistake
+    (often meant as "no limit"), not a limit already reached."""
+    def parse(text: str):
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text} is negative; give 0 for no limit, or a positive limit")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
+
+
+def _images(paths: list[str]) -> list[str]:
+    """The photos to classify: files as given, a folder's images in name order (as ``run`` plays them)."""
+    from edge_fer.capture.opencv import IMAGE_SUFFIXES
+
+    out = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            out += [str(p) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            out.append(str(path))
+    return out
 
 
 def _load(args, apply_logging: bool = True):
@@ -57,12 +83,17 @@ def cmd_run(args) -> int:
 def cmd_classify(args) -> int:
     import cv2
 
+    from edge_fer.capture.opencv import IMAGE_SUFFIXES
     from edge_fer.service import build_pipeline
 
     pipeline = build_pipeline(_load(args))  # the daemon's detector and classifier, same config
     detector, classifier = pipeline.detector, pipeline.classifier
     status = EXIT_OK
-    for path in args.images:
+    images = _images(args.images)
+    if not images:
+        print(f"error: no images in {', '.join(args.images)} (looked for {', '.join(IMAGE_SUFFIXES)})", file=sys.stderr)
+        return EXIT_FAILURE
+    for path in images:
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
             print(f"error: cannot read image {path}: missing, unreadable or not an image format OpenCV knows",
@@ -96,24 +127,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-fer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    def with_config(p: argparse.ArgumentParser, daemon: bool = True) -> argparse.ArgumentParser:
         p.add_argument("--config", default=None, help="TOML config (default /etc/edge-fer/config.toml if present)")
-        p.add_argument("--source", help="camera/file/stream: picamera, 0, /dev/video0, video.mp4, rtsp://..., "
-                                        "photo.jpg, a folder, builtin:astronaut")
-        p.add_argument("--mqtt-host", help="broker host; unset = JSON lines on stdout")
-        p.add_argument("--mqtt-port", type=int)
-        p.add_argument("--device-id", help="MQTT-safe device id (default: hostname)")
+        if daemon:
+            p.add_argument("--source", help="camera/file/stream: picamera, 0, /dev/video0, video.mp4, rtsp://..., "
+                                            "photo.jpg, a folder, builtin:astronaut")
+            p.add_argument("--mqtt-host", help="broker host; unset = JSON lines on stdout")
+            p.add_argument("--mqtt-port", type=int)
+            p.add_argument("--device-id", help="MQTT-safe device id (default: hostname)")
         p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR (overrides service.log_level)")
         return p
 
     p = with_config(sub.add_parser("run", help="run the pipeline (the daemon)"))
-    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = no limit)")
-    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)")
+    p.add_argument("--max-frames", type=_no_limit_or_more(int), default=0,
+                   help="stop after this many frames (0 = no limit)")
+    p.add_argument("--duration", type=_no_limit_or_more(float), default=0.0,
+                   help="stop after this many seconds (0 = no limit)")
     p.set_defaults(run=cmd_run)
 
-    p = with_config(sub.add_parser("classify", help="detect and classify faces in photos (local tool; prints boxes)"))
+    p = with_config(sub.add_parser("classify", help="detect and classify faces in photos (local tool; prints boxes)"),
+                    daemon=False)
     p.add_argument("--json", action="store_true", help="one JSON object per image per line")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files, or folders of them")
     p.set_defaults(run=cmd_classify)
 
     p = with_config(sub.add_parser("check-config", help="validate and print the effective config (secrets redacted)"))

@@ -108,6 +108,17 @@ def test_folder_plays_images_in_name_order_and_skips_unreadable_ones(tmp_path, a
     assert "skipping" in caplog.text and "c.jpg" in caplog.text
 
 
+def test_a_looping_folder_reports_an_unreadable_image_once(tmp_path, astronaut_bgr, caplog):
+    """Under systemd the folder loops for days: one warning, not one per pass into the journal."""
+    cv2.imwrite(str(tmp_path / "a.jpg"), cv2.resize(astronaut_bgr, (64, 64)))
+    (tmp_path / "z.jpg").write_text("not an image")
+    with open_source(str(tmp_path), fps=50, loop=True) as source:
+        frames = [source.read(READ_TIMEOUT_S) for _ in range(6)]
+    assert all(f is not None for f in frames)
+    warnings = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(warnings) == 1 and "z.jpg: not a readable image" in warnings[0], warnings
+
+
 def test_builtin_photo_repeats_like_a_camera():
     with open_source("builtin:astronaut", fps=20) as source:
         frames = [source.read(READ_TIMEOUT_S) for _ in range(5)]

@@ -265,6 +265,27 @@ def test_classify_plain_output_is_one_readable_line_per_image(classify_dir):
     assert wall_line == f"{wall}: no face"
 
 
+def test_classify_takes_a_folder_as_run_does(classify_dir):
+    """Its images in name order; the text file named .jpg is reported, the rest still printed."""
+    result = edge_fer("classify", "--json", str(classify_dir))
+    assert result.returncode == 1
+    assert [json.loads(line)["image"] for line in result.stdout.splitlines()] == [str(classify_dir / "wall.png")]
+    assert "not-a-photo.jpg" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_classify_refuses_the_daemon_flags_it_would_ignore():
+    result = edge_fer("classify", "--source", "0", str(ASTRONAUT))
+    assert result.returncode == 2 and "unrecognized arguments: --source" in result.stderr
+
+
+@pytest.mark.parametrize("flag, value", [("--max-frames", "-1"), ("--duration", "-5")])
+def test_a_negative_run_limit_is_refused_not_taken_as_reached(flag, value):
+    """-1 is a common guess for "no limit"; it must not stop the daemon at once with exit 0."""
+    result = edge_fer("run", flag, value)
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"argument {flag}: {value} is negative; give 0 for no limit" in result.stderr
+
+
 # --- run, no broker: JSON lines on stdout -------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ class StillGrabber:
         self._loop = loop
         self._next = 0
         self._cached = read_image(paths[0]) if len(paths) == 1 else None
+        self._unreadable: set[Path] = set()  # said once: a looping folder would repeat it every pass
 
     def grab(self) -> np.ndarray | None:
         for _ in range(len(self._paths)):  # at most one pass over unreadable files
@@ -97,7 +98,10 @@ class StillGrabber:
             try:
                 image = self._cached if self._cached is not None else read_image(path)
             except SourceError as exc:
-                log.warning("capture %s: skipping %s", self._name, exc)
+                if path not in self._unreadable:
+                    self._unreadable.add(path)
+                    log.warning("capture %s: skipping %s (said once; later passes skip it silently)",
+                                self._name, exc)
                 continue
             self._pacer.wait()
             return image
@@ -111,7 +115,8 @@ def read_image(path: Path) -> np.ndarray:
     """Decode an image file to BGR, read-only so a consumer cannot alter a frame that repeats."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise SourceError(f"{path} is not a readable image; convert it to JPEG or PNG")
+        raise SourceError(f"{path}: not a readable image (damaged, or a format OpenCV does not read); "
+                          "re-save it as JPEG or PNG, or remove it")
     image.flags.writeable = False
     return image
 
