@@ -42,6 +42,7 @@ EXIT_OK, EXIT_FAILURE = 0, 1
 # The ``reason`` of available=stopped: a consumer tells a deliberate stop from a crash-restart.
 REASON_FAILURE, REASON_ENDED, REASON_LIMIT, REASON_RELOAD = ("pipeline failure", "source ended", "run limit",
                                                              "reload")
+REASON_OUTPUT_LOST = "output lost"
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,10 @@ class Daemon:
             while not self._stop and not self._limit_reached(time.monotonic(), started):
                 if self._hup:
                     self._apply_reload()
+                if self.sink.output_lost:  # `edge-fer run | head`; under systemd, a restart reattaches
+                    log.warning("the output's reader is gone; stopping (exit 1)")
+                    self._stop_reason, status = REASON_OUTPUT_LOST, EXIT_FAILURE
+                    break
                 frame = self.source.read()
                 now = time.monotonic()
                 if now - rate.start >= self.cfg.mqtt.stats_interval_s:  # also while frames stop: health is news then

@@ -288,6 +288,22 @@ def test_a_negative_run_limit_is_refused_not_taken_as_reached(flag, value):
 
 # --- run, no broker: JSON lines on stdout -------------------------------------------------------
 
+def test_run_ends_when_its_output_reader_goes_away():
+    """`edge-fer run | head -2`: like any Unix tool, it ends once nothing reads its output."""
+    proc = subprocess.Popen([str(EDGE_FER), "run"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env(), text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    assert json.loads(first)["payload"]["status"] == "online"
+    proc.stdout.close()  # the reader exits
+    try:
+        rc = proc.wait(timeout=RUN_TIMEOUT_S)
+    finally:
+        proc.kill()
+    err = proc.stderr.read()
+    assert rc == 1, err
+    assert "the output's reader is gone; stopping" in err and "Traceback" not in err
+
 @dataclass(frozen=True)
 class SandboxedRun:
     result: subprocess.CompletedProcess[str]

@@ -196,6 +196,7 @@ def test_stdout_sink_keeps_running_when_its_reader_goes_away(caplog):
     sink.start()
     sink.publish_stats(STATS)
     assert sink.outbox.wait_until(lambda: not sink.connected, LIVENESS_S)
+    assert sink.output_lost  # the daemon ends the run on it
     sink.publish_frame(FrameResult(T0, []))  # still returns
     sink.stop()
     assert "cannot write to stdout" in caplog.text

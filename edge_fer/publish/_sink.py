@@ -33,6 +33,12 @@ class Sink(abc.ABC):
 
     stream: MessageStream
 
+    @property
+    def output_lost(self) -> bool:
+        """True once nothing can ever be delivered again (stdout's reader exited): the run should
+        end rather than classify for no one. A broker outage is not that; it ends."""
+        return False
+
     @abc.abstractmethod
     def start(self) -> None: ...
 
@@ -116,10 +122,15 @@ class StdoutSink(BufferedSink):
         self._out = out or sys.stdout
         self._stop_timeout_s = stop_timeout_s
         self._writer = threading.Thread(target=self._write_loop, name="edge-fer-stdout", daemon=True)
+        self._lost = False
 
     @property
     def connected(self) -> bool:
         return self._writer.is_alive()  # False once stdout's reader is gone
+
+    @property
+    def output_lost(self) -> bool:
+        return self._lost
 
     def start(self) -> None:
         self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
@@ -132,6 +143,7 @@ class StdoutSink(BufferedSink):
                 self._out.flush()
             except (OSError, ValueError) as exc:  # reader gone (EPIPE) or stream closed
                 log.error("cannot write to stdout (%s): no more messages are written", exc)
+                self._lost = True
                 self.outbox.drain()
                 return
 
