@@ -592,7 +592,7 @@ BAD_CONFIGS = {
     "env password without user": BadConfig("mqtt.username", ("check-config",),
                                            env=(("EDGE_FER_MQTT__PASSWORD", SECRET),)),
     "flag device id with a slash": BadConfig("mqtt.device_id", ("run", "--device-id", "kitchen/cam")),
-    "flag port zero": BadConfig("mqtt.port", ("classify", "--mqtt-port", "0", str(ASTRONAUT))),
+    "flag port zero": BadConfig("mqtt.port", ("check-config", "--mqtt-port", "0")),
     "flag empty source": BadConfig("source.uri", ("run", "--source", "")),
     "flag log level": BadConfig("service.log_level", ("run", "--log-level", "LOUD")),
 }
