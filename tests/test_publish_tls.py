@@ -218,3 +218,33 @@ def test_a_stop_during_the_tls_handshake_leaves_no_connection_to_fire_the_will(t
     finally:
         relay.close()
         sub.close()
+
+
+def test_plain_mqtt_to_a_tls_port_says_to_set_tls(tls_broker, caplog):
+    """The port takes TCP, then hangs up on the plaintext CONNECT: paho reports no connect
+    failure for that, so without this log line the daemon would retry in silence."""
+    cfg = load_config(os.devnull, {"mqtt.host": tls_broker.host, "mqtt.port": tls_broker.port,
+                                   "mqtt.prefix": f"t{uuid.uuid4().hex[:10]}"}, {})
+    caplog.set_level(logging.WARNING, logger="edge_fer.publish.mqtt")
+    sink = MqttSink(cfg, reconnect_s=(1, 1), stop_timeout_s=0.1)
+    sink.start()
+    try:
+        record = wait_for_log(caplog, "closed before the broker answered")
+        time.sleep(2.5)  # retries
+        assert not sink.connected
+    finally:
+        sink.stop()
+    assert record.levelno == logging.ERROR
+    assert "A TLS port (usually 8883) needs mqtt.tls_ca_file" in record.getMessage()
+    assert sum("closed before the broker answered" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_tls_to_a_plain_port_says_which_port_is_tls(tls_cfg, mqtt_broker, caplog):
+    caplog.set_level(logging.WARNING, logger="edge_fer.publish.mqtt")
+    sink = MqttSink(tls_cfg(**{"mqtt.port": mqtt_broker.port}), reconnect_s=(1, 1), stop_timeout_s=0.1)
+    sink.start()
+    try:
+        record = wait_for_log(caplog, "cannot connect to MQTT broker")
+    finally:
+        sink.stop()
+    assert "TLS" in record.getMessage() and "8883" in record.getMessage(), record.getMessage()

@@ -70,8 +70,11 @@ def _no_passphrase() -> str:
                        "(or EDGE_FER_MQTT__TLS_KEY_PASSWORD), or give an unencrypted key")
 
 
-def describe_connect_error(exc: BaseException | None) -> str:
+def describe_connect_error(exc: BaseException | None, tls: bool = False) -> str:
     """One line saying what went wrong and where to look."""
+    if tls and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError)):
+        return (f"the broker hung up during the TLS handshake ({type(exc).__name__}); is mqtt.port its TLS "
+                "port (usually 8883)? Without TLS, leave mqtt.tls_ca_file unset")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (f"TLS certificate not trusted ({exc.verify_message}); check mqtt.tls_ca_file, "
                 "and that mqtt.host matches the name in the broker's certificate")
@@ -85,6 +88,13 @@ def describe_connect_error(exc: BaseException | None) -> str:
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return "no answer (timed out)"
     return f"{type(exc).__name__}: {exc}"
+
+
+def describe_no_answer(reason: ReasonCode, tls: bool) -> str:
+    """The connection opened, but closed before the broker answered CONNECT."""
+    hint = ("is mqtt.port its TLS port (usually 8883)?" if tls else
+            "is mqtt.port an MQTT port, and without TLS? A TLS port (usually 8883) needs mqtt.tls_ca_file")
+    return f"the connection closed before the broker answered ({reason.getName()}); {hint}"
 
 
 def describe_refusal(reason: ReasonCode) -> str:
@@ -111,6 +121,7 @@ class MqttSink(BufferedSink):
         self._stop_timeout_s = stop_timeout_s
         self._connected = False
         self._down = False  # a connection attempt failed or the connection dropped: stop need not wait
+        self._answered = False  # the broker answered this connection attempt's CONNECT (CONNACK)
         self._inflight: deque[Message] = deque()  # handed to paho, not yet acknowledged (PUBACKs come in order)
         self._resync = False  # reconnected; paho is re-sending what it held
         self._stopping = False
@@ -134,6 +145,7 @@ class MqttSink(BufferedSink):
             self._set_tls(client)
         client.reconnect_delay_set(*reconnect_s)
         client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -243,8 +255,12 @@ class MqttSink(BufferedSink):
             log.log(level, problem)
             self._last_problem = problem
 
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        self._answered = False
+
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason: ReasonCode, properties: Properties | None) -> None:
+        self._answered = True
         if reason.is_failure:  # return early: a refused connection is not a connection
             self._mark_down()
             self._report(logging.ERROR, f"MQTT broker {self._address} refused the connection: "
@@ -272,7 +288,7 @@ class MqttSink(BufferedSink):
         exc = sys.exc_info()[1]  # paho calls this from inside its ``except OSError``
         level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
         self._report(level, f"cannot connect to MQTT broker {self._address}: "
-                            f"{describe_connect_error(exc)}; retrying with backoff")
+                            f"{describe_connect_error(exc, bool(self._cfg.tls_ca_file))}; retrying with backoff")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
                        reason: ReasonCode, properties: Properties | None) -> None:
@@ -282,6 +298,12 @@ class MqttSink(BufferedSink):
         if was_connected and not self._stopping:
             log.warning("lost MQTT broker %s (%s); buffering up to %d messages until it is back",
                         self._address, reason.getName(), self.outbox.capacity)
+        elif not was_connected and not self._answered and not self._stopped:
+            # A port that takes TCP but does not speak MQTT to us: plain MQTT on a TLS port (or the
+            # reverse), another service. paho calls no on_connect_fail for it.
+            self._report(logging.ERROR, f"cannot connect to MQTT broker {self._address}: "
+                                        f"{describe_no_answer(reason, bool(self._cfg.tls_ca_file))}; "
+                                        "retrying with backoff")
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Properties) -> None:
