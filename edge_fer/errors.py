@@ -21,5 +21,10 @@ class SourceError(EdgeFerError):
     """A frame source cannot be opened or is of an unsupported kind."""
 
 
+class SourceUnavailable(SourceError):
+    """A camera or stream that is not there now but may come (a USB camera still enumerating at
+    boot, an IP camera rebooting): worth waiting for, unlike a malformed source or a missing file."""
+
+
 class PublishError(EdgeFerError):
     """The sink cannot be set up (bad TLS files, unreachable broker at a strict start)."""

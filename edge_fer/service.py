@@ -37,7 +37,11 @@ STOP_RESERVE_S = 0.7
 ``STOP_JOIN_S`` = 0.3 s) and the interpreter's exit (0.2-0.4 s, measured on a loaded 2-core
 machine by tests/test_faults.py, the hung-camera-and-silent-broker test)."""
 FIRST_FRAME_TIMEOUT_S = 30.0
-"""A camera that delivers nothing this long after start is broken; exit for systemd to retry."""
+"""A camera that delivers nothing this long after start is broken; exit for systemd to retry.
+Until then an absent camera is waited for (a USB camera enumerating at boot), which also makes
+every restart cycle at least this plus RestartSec long: the unit's start limit never trips."""
+OPEN_POLL_S = 0.1
+"""While a camera opens in its own thread, how often the main thread looks for a stop signal."""
 EXIT_OK, EXIT_FAILURE = 0, 1
 # The ``reason`` of available=stopped: a consumer tells a deliberate stop from a crash-restart.
 REASON_FAILURE, REASON_ENDED, REASON_LIMIT, REASON_RELOAD = ("pipeline failure", "source ended", "run limit",
@@ -65,10 +69,10 @@ def build_pipeline(cfg: Config) -> Pipeline:
     return Pipeline(detector, classifier, tracker, max_rate_hz=cfg.classifier.max_rate_hz)
 
 
-def open_configured_source(cfg: Config):
+def open_configured_source(cfg: Config, wait: bool = False):
     s = cfg.source
     return open_source(s.uri, width=s.width, height=s.height, fps=s.fps or None, loop=s.loop,
-                       stall_timeout_s=s.stall_timeout_s)
+                       stall_timeout_s=s.stall_timeout_s, wait=wait)
 
 
 MIN_RATE_WINDOW_S = 1.0
@@ -166,9 +170,35 @@ class Daemon:
         self.pipeline = build_pipeline(self.cfg)
         log.info("model %s on %s, detector %s", self.cfg.classifier.model or PACKAGED_MODEL.name,
                  self.pipeline.classifier.backend, self.cfg.detector.kind)
-        self.source = open_configured_source(self.cfg)
+        self.source = self._open(self.cfg, wait=True)
+        if self.source is None:
+            return
         self.sink = build_sink(self.cfg)
         self.sink.start()
+
+    def _open(self, cfg: Config, wait: bool):
+        """open_configured_source in a thread of its own: a driver or FFmpeg call that hangs (a
+        network camera that accepts and never streams) cannot hold off SIGTERM, whose handler
+        runs only when the main thread is back in Python. None if a stop came first; the thread
+        is then left to finish or hang on its own (it is a daemon)."""
+        result: dict = {}
+
+        def work() -> None:
+            try:
+                result["source"] = open_configured_source(cfg, wait=wait)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread as it is
+                result["error"] = exc
+
+        opener = threading.Thread(target=work, name="edge-fer-open-source", daemon=True)
+        opener.start()
+        while opener.is_alive():
+            opener.join(OPEN_POLL_S)
+            if self._stop and opener.is_alive():
+                log.info("stopping before %s opened", cfg.source.uri)
+                return None
+        if "error" in result:
+            raise result["error"]
+        return result["source"]
 
     def _apply_reload(self) -> None:
         self._hup = False
@@ -207,15 +237,16 @@ class Daemon:
 
     def _reopen_source(self, new: Config) -> None:
         """Close the old source first: a camera (libcamera, V4L2) has one owner at a time. If the
-        new one cannot open, the old one is reopened and the SourceError propagates."""
+        new one cannot open, the old one is reopened and the SourceError propagates; the old one
+        is waited for if it is away too (a reload during an outage), as at start-up."""
         self._dropped_before += self.source.dropped_frames  # stats count from start, not from the reload
         self.source.close()
         try:
-            self.source = open_configured_source(new)
+            self.source = self._open(new, wait=False)
         except EdgeFerError as exc:
             try:
-                self.source = open_configured_source(self.cfg)
-            except EdgeFerError as again:  # not a config problem: end the run for systemd to restart
+                self.source = self._open(self.cfg, wait=True)
+            except EdgeFerError as again:  # the old file is gone: end the run for systemd to restart
                 raise RuntimeError(f"the old source cannot be reopened either: {again}") from exc
             raise
 
@@ -230,7 +261,7 @@ class Daemon:
     def _stats(self, rate: _Rate, now: float, started: float) -> PipelineStats:
         return PipelineStats(
             fps=round(rate.fps(now), 2), frames=self.frames,
-            dropped_frames=self._dropped_before + self.source.dropped_frames,
+            dropped_frames=self._dropped_before + (self.source.dropped_frames if self.source else 0),
             inference_ms=round(rate.classify_ms / max(rate.classified, 1), 3),
             detect_ms=round(rate.detect_ms / max(rate.frames, 1), 3), uptime_s=round(now - started, 1),
             interpreter=self.pipeline.classifier.backend)
@@ -243,6 +274,8 @@ class Daemon:
     def run(self) -> int:
         self._install_signals()
         self._start()
+        if self.source is None:  # a stop signal while the camera was opening: nothing was published
+            return EXIT_OK
         started = time.monotonic()
         rate, faces, status = _Rate(started), 0, EXIT_OK
         picture = _Picture()
@@ -250,6 +283,8 @@ class Daemon:
             while not self._stop and not self._limit_reached(time.monotonic(), started):
                 if self._hup:
                     self._apply_reload()
+                    if self._stop:  # a stop signal during the reload, maybe while a camera opened
+                        break
                 if self.sink.output_lost:  # `edge-fer run | head`; under systemd, a restart reattaches
                     log.warning("the output's reader is gone; stopping (exit 1)")
                     self._stop_reason, status = REASON_OUTPUT_LOST, EXIT_FAILURE
@@ -299,7 +334,8 @@ class Daemon:
         now = time.monotonic()
         self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
         self.sink.publish_stats(self._stats(rate, now, started))
-        closer = threading.Thread(target=self.source.close, name="edge-fer-close-source", daemon=True)
+        closer = threading.Thread(target=self.source.close if self.source else lambda: None,
+                                  name="edge-fer-close-source", daemon=True)
         closer.start()
         deadline = None if self._stop_at is None else self._stop_at + STOP_BUDGET_S - STOP_RESERVE_S
         undelivered = self.sink.stop(self._stop_reason, None if deadline is None else deadline - time.monotonic())

@@ -19,7 +19,7 @@ from fixtures_media import frame_number, read_astronaut
 import edge_fer.capture as capture
 from edge_fer.capture import LatestFrameSource, open_source
 from edge_fer.capture.picamera import PicameraGrabber
-from edge_fer.errors import SourceError
+from edge_fer.errors import SourceError, SourceUnavailable
 
 READ_TIMEOUT_S = 5.0  # generous: a read that takes this long is a failure, not slowness
 SCENARIO_S = 30.0  # a multi-reconnect scenario on a loaded machine: a bound on "it happened", not a speed
@@ -117,6 +117,45 @@ def test_a_looping_folder_reports_an_unreadable_image_once(tmp_path, astronaut_b
     assert all(f is not None for f in frames)
     warnings = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
     assert len(warnings) == 1 and "z.jpg: not a readable image" in warnings[0], warnings
+
+
+def test_a_looping_video_keeps_its_pace_through_the_wrap(make_video):
+    """Each pass reopens the file; the first frame of a pass must wait its turn too, or a short
+    clip (one frame: a still exported as video) would run as fast as the decoder goes."""
+    fps, window_s = 10.0, 1.5
+    with open_source(str(make_video(1, fps=fps)), loop=True) as source:
+        assert source.read(READ_TIMEOUT_S) is not None
+        started, frames = time.monotonic(), 0
+        while time.monotonic() - started < window_s:
+            frames += source.read(READ_TIMEOUT_S) is not None
+    assert frames <= fps * window_s + 2, f"{frames} frames in {window_s} s at {fps} fps"
+
+
+def test_a_camera_away_at_start_is_waited_for_when_asked(caplog):
+    """A network camera that does not answer yet (rebooting; a USB camera enumerating at boot):
+    with ``wait`` the source opens anyway and delivers once the camera is there."""
+    from daemon_proc import MjpegServer
+
+    caplog.set_level(logging.INFO, logger="edge_fer.capture")
+    ok, jpeg = cv2.imencode(".jpg", cv2.resize(read_astronaut(), (160, 120)))
+    camera = MjpegServer(jpeg.tobytes(), fps=15)
+    camera.pause()
+    try:
+        with pytest.raises(SourceUnavailable, match="cannot open or read a frame"):
+            open_source(camera.url, stall_timeout_s=0.5)
+        with open_source(camera.url, stall_timeout_s=0.5, wait=True) as source:
+            assert source.read(0.5) is None
+            camera.resume()
+            assert source.read(SCENARIO_S) is not None
+        assert "waiting for it" in caplog.text and re.search(r"capture http://\S+: (opened|reopened)", caplog.text)
+    finally:
+        camera.close()
+
+
+def test_a_missing_file_is_not_waited_for():
+    with pytest.raises(SourceError, match="no such file") as error:
+        open_source("missing.avi", wait=True)
+    assert not isinstance(error.value, SourceUnavailable)
 
 
 def test_builtin_photo_repeats_like_a_camera():

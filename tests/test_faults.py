@@ -38,6 +38,7 @@ from mqtt_broker import HeldRelay
 
 from edge_fer.capture.latest import READ_TIMEOUT_S, RECONNECT_INITIAL_S
 from edge_fer.health import STATUS_INTERVAL_S, WATCHDOG_PING_FRACTION
+from edge_fer.service import FIRST_FRAME_TIMEOUT_S
 from edge_fer.model_card import PACKAGED_MODEL, card_path_for
 
 WATCHDOG_USEC = 2_000_000  # 2 s: pings every second
@@ -285,12 +286,55 @@ def test_camera_file_that_vanishes_is_reopened_with_backoff(spawn, dirs, notify,
 
 
 def test_camera_that_never_delivers_exits_1_without_ready(spawn, dirs, notify, camera):
+    """Waited for FIRST_FRAME_TIMEOUT_S, then exit 1 for systemd to restart: every cycle takes
+    that plus RestartSec, so the unit's start limit (5 in 120 s) never gives up on the camera."""
     camera.pause()
     daemon = spawn(base_config(camera.url, source={"stall_timeout_s": STALL_S}), notify=notify)
-    rc, _ = wait_exit(daemon, daemon.started_at, timeout=START_TIMEOUT_S)
-    assert rc == 1, daemon.log()
-    assert re.search(r"^error: source 'http://\S+': cannot open or read a frame", daemon.log(), re.M), daemon.log()
-    assert notify.with_var("READY") == []
+    rc, elapsed = wait_exit(daemon, daemon.started_at, timeout=START_TIMEOUT_S + FIRST_FRAME_TIMEOUT_S)
+    log = daemon.log()
+    assert rc == 1, log
+    assert re.search(r"capture http://\S+: source 'http://\S+': cannot open or read a frame.*waiting for it", log), log
+    assert re.search(rf"no frame from http://\S+ within {FIRST_FRAME_TIMEOUT_S:.0f} s of start", log), log
+    assert elapsed > FIRST_FRAME_TIMEOUT_S and notify.with_var("READY") == []
+    assert daemon.messages("available")[-1]["payload"]["reason"] == "pipeline failure"
+
+
+def test_camera_away_at_start_is_waited_for_without_a_restart(spawn, dirs, notify, camera):
+    """A USB camera still enumerating at boot, an IP camera rebooting: no exit, READY=1 once it delivers."""
+    camera.pause()
+    daemon = spawn(base_config(camera.url, source={"stall_timeout_s": STALL_S}), notify=notify)
+    waiting = daemon.wait_log(r"capture http://\S+: .*waiting for it", timeout=START_TIMEOUT_S)
+    time.sleep(1.0)
+    camera.resume()
+    ready = notify.wait_var("READY", "1", after=waiting, timeout=WAIT_S)
+    assert daemon.proc.poll() is None
+    daemon.wait_messages(lambda m: any(e["payload"]["event"] == "appeared" for e in m), "expression")
+    rc, _ = wait_exit(daemon, daemon.signal(signal.SIGTERM))
+    assert rc == 0 and ready.at > waiting, daemon.log()
+
+
+@pytest.mark.parametrize("when", ["start", "reload"])
+def test_sigterm_while_a_hung_camera_opens_exits_within_budget(spawn, dirs, notify, video, camera, when):
+    """Opening a network camera that accepts and never streams blocks in FFmpeg for up to
+    stall_timeout_s; the signal must not wait for it, at start or in a SIGHUP to that camera."""
+    hung = {"stall_timeout_s": HUNG_READ_S}
+    config = base_config(camera.url if when == "start" else str(video), source={**hung, "fps": CAMERA_FPS})
+    if when == "start":
+        camera.pause()
+        daemon = spawn(config, notify=notify)
+        opening = daemon.wait_log(r"model \S+ on ", timeout=START_TIMEOUT_S)  # the camera opens next
+    else:
+        daemon = spawn(config, notify=notify)
+        notify.wait_var("READY", "1", timeout=START_TIMEOUT_S)
+        camera.pause()
+        config["source"]["uri"] = camera.url
+        daemon.config_path.write_text(toml_text(config))
+        opening = daemon.signal(signal.SIGHUP)
+    time.sleep(0.5)  # inside the open
+    rc, elapsed = wait_exit(daemon, daemon.signal(signal.SIGTERM))
+    assert rc == 0, daemon.log()
+    assert elapsed < STOP_BUDGET_S, f"{elapsed:.2f} s after SIGTERM, {when}"
+    assert opening > 0 and "Traceback" not in daemon.log()
 
 
 # --- the model ------------------------------------------------------------------------------------

@@ -10,23 +10,28 @@ from daemon_proc import NotifyListener
 
 from edge_fer import LABELS, service
 from edge_fer.config import load_config
-from edge_fer.errors import SourceError
+from edge_fer.errors import SourceError, SourceUnavailable
 from edge_fer.publish import MemorySink
 from edge_fer.service import MIN_RATE_WINDOW_S, Daemon, _Rate, build_pipeline
 
 
 class ExclusiveCamera:
-    """Opens like a real camera: a second open while one is open fails as busy."""
+    """Opens like a real camera: a second open while one is open fails as busy; a camera in
+    ``away`` (unplugged) fails as unavailable, or with ``wait`` opens in a waiting state, as
+    LatestFrameSource does."""
 
     open_now: set[str] = set()
+    away: set[str] = set()
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, wait: bool = False):
         uri = cfg.source.uri
         if uri in self.open_now:
             raise SourceError(f"source {uri!r}: device busy")
         if uri == "picamera:9":
             raise SourceError(f"source {uri!r}: no such camera")
-        self.uri, self.width, self.dropped_frames = uri, cfg.source.width, 0
+        if uri in self.away and not wait:
+            raise SourceUnavailable(f"source {uri!r}: cannot start the camera")
+        self.uri, self.width, self.dropped_frames, self.waiting = uri, cfg.source.width, 0, uri in self.away
         self.open_now.add(uri)
 
     def close(self) -> None:
@@ -35,7 +40,7 @@ class ExclusiveCamera:
 
 @pytest.fixture
 def daemon(monkeypatch):
-    ExclusiveCamera.open_now = set()
+    ExclusiveCamera.open_now, ExclusiveCamera.away = set(), set()
     monkeypatch.setattr(service, "open_configured_source", ExclusiveCamera)
     cfg = load_config(os.devnull, {"source.uri": "picamera:0"}, {})
     d = Daemon(cfg)
@@ -54,6 +59,16 @@ def test_a_camera_that_cannot_open_leaves_the_old_one_running(daemon):
     with pytest.raises(SourceError, match="no such camera"):
         daemon._reopen_source(new)
     assert daemon.source.uri == "picamera:0" and ExclusiveCamera.open_now == {"picamera:0"}
+
+
+def test_a_reload_while_the_camera_is_away_keeps_the_daemon_waiting_for_it(daemon):
+    """An outage, then a reload: the new settings cannot prove themselves, and the old camera
+    cannot be reopened either. The daemon must go on waiting for the camera, not exit."""
+    ExclusiveCamera.away.add("picamera:0")
+    new = replace(daemon.cfg, source=replace(daemon.cfg.source, width=1280))
+    with pytest.raises(SourceUnavailable):
+        daemon._reopen_source(new)
+    assert daemon.source.uri == "picamera:0" and daemon.source.waiting and daemon.source.width == 640
 
 
 def test_the_reported_frame_rate_never_comes_from_a_window_too_short_to_mean_anything():

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edge_fer.capture.base import Frame
+from edge_fer.errors import SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,14 @@ class LatestFrameSource:
     """A FrameSource that always returns the newest frame and reconnects by itself.
 
     ``opener`` opens the device and returns a Grabber, raising SourceError if it cannot. It is
-    called once here, so a bad source fails at start-up, and again on every reconnect.
+    called once here, so a bad source fails at start-up, and again on every reconnect. With
+    ``wait``, a device that is not there yet (SourceUnavailable) is not an error: it is reopened
+    with backoff, as if it had been lost.
     """
 
     def __init__(self, name: str, opener: Callable[[], Grabber], *, loop: bool = False,
                  stall_timeout_s: float = 5.0, reconnect_initial_s: float = RECONNECT_INITIAL_S,
-                 reconnect_max_s: float = RECONNECT_MAX_S):
+                 reconnect_max_s: float = RECONNECT_MAX_S, wait: bool = False):
         self.name = name
         self._opener = opener
         self._loop = loop
@@ -77,7 +80,13 @@ class LatestFrameSource:
         self._generation = 0  # bumped to retire a reader
         self._trouble: str | None = None  # why the current reader stopped, or END_OF_INPUT
         self._reader: threading.Thread | None = None
-        grabber = opener()
+        grabber: Grabber | None = None
+        try:
+            grabber = opener()
+        except SourceUnavailable as exc:
+            if not wait:
+                raise
+            log.warning("capture %s: %s; waiting for it (retrying in %g s)", name, exc, reconnect_initial_s)
         self._supervisor = threading.Thread(target=self._supervise, args=(grabber,),
                                             name=f"capture-{name}", daemon=True)
         self._supervisor.start()
@@ -123,9 +132,13 @@ class LatestFrameSource:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _supervise(self, grabber: Grabber) -> None:
-        """Run one reader after another until end of input or close()."""
+    def _supervise(self, grabber: Grabber | None) -> None:
+        """Run one reader after another until end of input or close(); None: not opened yet."""
         delay = self._reconnect_initial_s
+        if grabber is None:  # waited for: the first retry after the initial wait, as after a loss
+            grabber, delay = self._reopen(delay, min(delay * 2, self._reconnect_max_s), "opened")
+            if grabber is None:
+                return
         while True:
             captured_before = self._captured
             started = time.monotonic()
@@ -149,20 +162,28 @@ class LatestFrameSource:
             else:  # a failure, a stall, or a file that ended before its first frame
                 wait, delay = delay, min(delay * 2, self._reconnect_max_s)
                 log.warning("capture %s: %s; reopening in %g s", self.name, reason, wait)
-            while True:
-                with self._cond:
-                    if self._cond.wait_for(lambda: self._closed, wait):
-                        return
-                try:
-                    grabber = self._opener()
-                    break
-                # SourceError is the expected case; camera stacks may raise anything else, and
-                # letting it end this thread would stop frames for good.
-                except Exception as exc:  # noqa: BLE001
-                    wait, delay = delay, min(delay * 2, self._reconnect_max_s)
-                    log.warning("capture %s: reopen failed (%s); retrying in %g s", self.name, exc, wait)
-            if wait:  # after a logged problem
-                log.info("capture %s: reopened", self.name)
+            grabber, delay = self._reopen(wait, delay, "reopened" if wait else None)
+            if grabber is None:
+                return
+
+    def _reopen(self, wait: float, delay: float, done: str | None) -> tuple[Grabber | None, float]:
+        """Open again after ``wait`` s, doubling the wait after each failure: (grabber, next
+        delay), or (None, delay) once closed. Success is logged as ``done`` (or "reopened" after a
+        failure here): the end of a problem the log told."""
+        while True:
+            with self._cond:
+                if self._cond.wait_for(lambda: self._closed, wait):
+                    return None, delay
+            try:
+                grabber = self._opener()
+                if done:
+                    log.info("capture %s: %s", self.name, done)
+                return grabber, delay
+            # SourceError is the expected case; camera stacks may raise anything else, and
+            # letting it end this thread would stop frames for good.
+            except Exception as exc:  # noqa: BLE001
+                wait, delay, done = delay, min(delay * 2, self._reconnect_max_s), done or "reopened"
+                log.warning("capture %s: reopen failed (%s); retrying in %g s", self.name, exc, wait)
 
     def _run_reader(self, grabber: Grabber, stall_s: float) -> str | None:
         """Start a reader on ``grabber``; wait until it stops or is silent for ``stall_s``. None: closed."""

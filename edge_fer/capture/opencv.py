@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge_fer.capture.latest import Grabber, LatestFrameSource
-from edge_fer.errors import SourceError
+from edge_fer.errors import SourceError, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,18 @@ SOURCE_FORMS = ("a camera index (0), /dev/videoN, picamera[:N], a video or image
 
 
 class Pacer:
-    """Sleeps so calls to wait() return at most ``fps`` times a second; never bursts to catch up."""
+    """Sleeps so calls to wait() return at most ``fps`` times a second; never bursts to catch up.
+
+    One per source, kept across reopens: a looping file (reopened at its end) keeps its pace
+    through the wrap instead of delivering the first frame of each pass at once.
+    """
 
     def __init__(self, fps: float):
         self.period = 1.0 / fps
         self._due = 0.0
+
+    def set_rate(self, fps: float) -> None:
+        self.period = 1.0 / fps
 
     def wait(self) -> None:
         now = time.monotonic()
@@ -122,10 +129,10 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def open_opencv(uri: str, *, width: int, height: int, fps: float | None, loop: bool,
-                stall_timeout_s: float) -> LatestFrameSource:
+                stall_timeout_s: float, wait: bool = False) -> LatestFrameSource:
     """Open anything but a picamera; SourceError naming the source if it cannot be used."""
     opener, loop = _opener(uri, width, height, fps, loop, stall_timeout_s)  # LatestFrameSource opens it once now
-    return LatestFrameSource(uri, opener, loop=loop, stall_timeout_s=stall_timeout_s)
+    return LatestFrameSource(uri, opener, loop=loop, stall_timeout_s=stall_timeout_s, wait=wait)
 
 
 def _opener(uri: str, width: int, height: int, fps: float | None, loop: bool,
@@ -140,7 +147,8 @@ def _opener(uri: str, width: int, height: int, fps: float | None, loop: bool,
 
         def open_stream() -> Grabber:
             cap, first = _open_capture(uri, lambda: cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params),
-                                       "check the URL and that the camera streams (try it in ffplay)")
+                                       "check the URL and that the camera streams (try it in ffplay)",
+                                       SourceUnavailable)
             return VideoGrabber(uri, cap, first, None)
 
         return open_stream, False
@@ -149,8 +157,8 @@ def _opener(uri: str, width: int, height: int, fps: float | None, loop: bool,
         if name not in BUILTIN_IMAGES:
             raise SourceError(f"source {uri!r}: no such built-in image; choose "
                               + ", ".join(f"builtin:{n}" for n in BUILTIN_IMAGES))
-        paths = [BUILTIN_IMAGES[name]]
-        return (lambda: StillGrabber(uri, paths, Pacer(fps or STILL_FPS), loop=True)), True  # a stand-in camera
+        paths, pacer = [BUILTIN_IMAGES[name]], Pacer(fps or STILL_FPS)
+        return (lambda: StillGrabber(uri, paths, pacer, loop=True)), True  # a stand-in camera
     if uri.isdigit() or uri.startswith("/dev/"):
         return (lambda: _open_device(uri, width, height, fps)), False
     return _file_opener(uri, fps, loop), loop
@@ -159,6 +167,7 @@ def _opener(uri: str, width: int, height: int, fps: float | None, loop: bool,
 def _file_opener(uri: str, fps: float | None, loop: bool) -> Callable[[], Grabber]:
     """Folder, image or video file; looked up again on every reopen, so it may come back."""
     path = Path(uri).expanduser()
+    pacer = Pacer(fps or STILL_FPS)
 
     def open_file() -> Grabber:
         if path.is_dir():
@@ -166,15 +175,16 @@ def _file_opener(uri: str, fps: float | None, loop: bool) -> Callable[[], Grabbe
             if not paths:
                 raise SourceError(f"source {uri!r}: folder has no images ({', '.join(IMAGE_SUFFIXES)}); "
                                   "add some or point the source elsewhere")
-            return StillGrabber(uri, paths, Pacer(fps or STILL_FPS), loop)
+            return StillGrabber(uri, paths, pacer, loop)
         if not path.is_file():
             raise SourceError(f"source {uri!r}: no such file; use {SOURCE_FORMS}")
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            return StillGrabber(uri, [path], Pacer(fps or STILL_FPS), loop)
+            return StillGrabber(uri, [path], pacer, loop)
         cap, first = _open_capture(uri, lambda: cv2.VideoCapture(str(path)),
                                    "is it a video? check it plays (ffprobe) or re-encode it to H.264 or MJPG")
         rate = fps or cap.get(cv2.CAP_PROP_FPS)
-        return VideoGrabber(uri, cap, first, Pacer(rate if math.isfinite(rate) and rate > 0 else FILE_FPS_FALLBACK))
+        pacer.set_rate(rate if math.isfinite(rate) and rate > 0 else FILE_FPS_FALLBACK)
+        return VideoGrabber(uri, cap, first, pacer)
 
     return open_file
 
@@ -182,7 +192,7 @@ def _file_opener(uri: str, fps: float | None, loop: bool) -> Callable[[], Grabbe
 def _open_device(uri: str, width: int, height: int, fps: float | None) -> Grabber:
     """A V4L2 camera at the requested size and rate (the driver may pick the nearest it has)."""
     if uri.startswith("/dev/") and not Path(uri).exists():
-        raise SourceError(f"source {uri!r}: no such device; list cameras with `v4l2-ctl --list-devices`")
+        raise SourceUnavailable(f"source {uri!r}: no such device; list cameras with `v4l2-ctl --list-devices`")
 
     def capture() -> cv2.VideoCapture:
         cap = cv2.VideoCapture(int(uri)) if uri.isdigit() else cv2.VideoCapture(uri, cv2.CAP_V4L2)
@@ -193,15 +203,17 @@ def _open_device(uri: str, width: int, height: int, fps: float | None) -> Grabbe
         return cap
 
     cap, first = _open_capture(uri, capture, "check the camera is plugged in and not used by another process "
-                                             "(`v4l2-ctl --list-devices`)")
+                                             "(`v4l2-ctl --list-devices`)", SourceUnavailable)
     return VideoGrabber(uri, cap, first, None)
 
 
-def _open_capture(uri: str, make: Callable[[], cv2.VideoCapture], advice: str) -> tuple[cv2.VideoCapture, np.ndarray]:
-    """Open and read one frame, so a source that opens but never delivers fails here."""
+def _open_capture(uri: str, make: Callable[[], cv2.VideoCapture], advice: str,
+                  error: type[SourceError] = SourceError) -> tuple[cv2.VideoCapture, np.ndarray]:
+    """Open and read one frame, so a source that opens but never delivers fails here. ``error``:
+    SourceUnavailable for cameras and streams, which may come later; a file will not."""
     cap = make()
     ok, first = cap.read() if cap.isOpened() else (False, None)
     if not ok or first is None:
         cap.release()
-        raise SourceError(f"source {uri!r}: cannot open or read a frame; {advice}")
+        raise error(f"source {uri!r}: cannot open or read a frame; {advice}")
     return cap, first

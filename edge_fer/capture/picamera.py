@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from edge_fer.capture.latest import Grabber, LatestFrameSource
-from edge_fer.errors import SourceError
+from edge_fer.errors import SourceError, SourceUnavailable
 
 REQUESTED_FORMAT = "RGB888"  # BGR in memory: what OpenCV wants, 3 bytes a pixel
 TO_BGR = {  # configured format -> cv2.cvtColor code to BGR (None: already BGR)
@@ -60,8 +60,8 @@ class PicameraGrabber:
                 self.close()
             if isinstance(exc, SourceError):
                 raise
-            raise SourceError(f"{self._name}: cannot start the camera ({exc}); check `rpicam-hello --list-cameras` "
-                              "and that no other process uses it") from exc
+            raise SourceUnavailable(f"{self._name}: cannot start the camera ({exc}); check "
+                                    "`rpicam-hello --list-cameras` and that no other process uses it") from exc
 
     def grab(self) -> np.ndarray:
         image = self._camera.capture_array("main")
@@ -77,8 +77,8 @@ class PicameraGrabber:
 
 
 def open_picamera(camera_num: int, *, width: int, height: int, fps: float | None,
-                  stall_timeout_s: float) -> LatestFrameSource:
+                  stall_timeout_s: float, wait: bool = False) -> LatestFrameSource:
     def opener() -> Grabber:
         return PicameraGrabber(camera_num, width, height, fps)
 
-    return LatestFrameSource(f"picamera:{camera_num}", opener, stall_timeout_s=stall_timeout_s)
+    return LatestFrameSource(f"picamera:{camera_num}", opener, stall_timeout_s=stall_timeout_s, wait=wait)
