@@ -18,7 +18,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from edge_fer.errors import EdgeFerError
+from edge_fer.model_card import PACKAGED_MODEL
 from quantize.data import DataError
+from quantize.errors import StepError
 from quantize.model import BASE_WIDTH
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,22 +43,29 @@ def _train(a) -> None:
                       teacher=a.teacher or [], fer2013_labels=a.fer2013_labels, base_width=a.base_width))
 
 
+def _command(step: str, *flags: tuple[str, object]) -> str:
+    """The command line that repeats a step, recorded in its JSON and copied into the card."""
+    return f"python -m quantize {step} " + shlex.join(str(part) for flag in flags for part in flag)
+
+
 def _convert(a) -> None:
     from quantize.convert import convert
 
-    convert(a.model, a.data, a.out, seed=a.seed)
+    command = _command("convert", ("--data", a.data), ("--model", a.model), ("--out", a.out), ("--seed", a.seed))
+    convert(a.model, a.data, a.out, seed=a.seed, command=command)
 
 
 def _crop_fit(a) -> None:
     from quantize.cropfit import fit_crop
 
-    fit_crop(a.data, a.out)
+    fit_crop(a.data, a.out, command=_command("crop-fit", ("--data", a.data), ("--out", a.out)))
 
 
 def _evaluate(a) -> None:
     from quantize.evaluate import evaluate
 
-    evaluate(a.model, a.models, a.data, a.out)
+    command = _command("evaluate", ("--data", a.data), ("--model", a.model), ("--models", a.models), ("--out", a.out))
+    evaluate(a.model, a.models, a.data, a.out, command=command)
 
 
 def _tradeoff(a) -> None:
@@ -69,17 +79,11 @@ def _card(a) -> None:
 
     install = Path(a.install)
     install.mkdir(parents=True, exist_ok=True)
-    commands = {
-        "convert": f"python -m quantize convert --data {shlex.quote(a.data)} --model {a.train}/model.keras --out {a.models}",
-        "crop_fit": f"python -m quantize crop-fit --data {shlex.quote(a.data)} --out {a.reports}/crop.json",
-        "evaluate": f"python -m quantize evaluate --data {shlex.quote(a.data)} --model {a.train}/model.keras "
-                    f"--models {a.models} --out {a.reports}",
-    }
     # Stage both, then rename: a failed step must never leave the daemon a model its card does not match.
     built = Path(a.models) / "expression_int8.tflite"
     model, card = install / "expression_int8.tflite", install / "expression_int8.json"
     staged_model, staged_card = model.with_name(".new-" + model.name), card.with_name(".new-" + card.name)
-    write_card(built, staged_card, a.data, a.train, a.reports, f"{a.reports}/crop.json", commands)
+    write_card(built, staged_card, a.data, a.train, a.reports, f"{a.reports}/crop.json")
     shutil.copyfile(built, staged_model)
     os.replace(staged_model, model)
     os.replace(staged_card, card)
@@ -92,19 +96,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="step", required=True)
 
     def step(name: str, run, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         p.add_argument("--data", default=DEFAULT_DATA, help="folder with fer2013.npz and ferplus.npz (default %(default)s)")
         p.set_defaults(run=run)
         return p
 
     p = step("train", _train, "train the float Keras model; keeps the epoch best on PublicTest")
-    p.add_argument("--out", default=TRAIN_DIR, help="output folder: model.keras, train.json (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=SHIPPED_EPOCHS, help="(default %(default)s, the shipped model's)")
-    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--out", default=TRAIN_DIR, help="output folder: model.keras, train.json")
+    p.add_argument("--epochs", type=_at_least(1), default=SHIPPED_EPOCHS, help="the shipped model's is the default")
+    p.add_argument("--batch", type=_at_least(1), default=128)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, warm-up then cosine)")
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--time-budget", type=float, default=0.0, help="minutes; stop after the epoch that would pass it (0 = none)")
-    p.add_argument("--limit", type=int, default=0, help="train on only this many faces (smoke runs)")
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="minutes; stop before an epoch that would end past it, going by the last epoch's length (0 = none)")
+    p.add_argument("--limit", type=_at_least(0), default=0, help="train on only this many faces (smoke runs; 0 = all)")
     p.add_argument("--init", default="", help="start from this .keras model (e.g. a low-rate second stage)")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its last epoch (same settings; "
@@ -112,46 +117,61 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", action="append", metavar="MODEL",
                    help="a trained .keras model to distil from (repeat for an ensemble); its averaged "
                         "probabilities make up half of each target")
-    p.add_argument("--base-width", type=int, default=BASE_WIDTH,
-                   help="channels of the first block, doubled per block (default %(default)s, the shipped "
-                        "model's; a wider net makes a teacher, not a model for the device)")
+    p.add_argument("--base-width", type=_at_least(1), default=BASE_WIDTH,
+                   help="channels of the first block, doubled per block (the default is the shipped model's; "
+                        "a wider net makes a teacher, not a model for the device)")
     p.add_argument("--fer2013-labels", choices=("matched", "as-given", "none"), default="matched",
                    help="matched: FER2013 labels carried to FER+'s sharp copies of the faces (default); "
                         "as-given: FER2013's own (blurred) Training images as a second view; "
                         "none: FER+'s vote distributions alone")
 
     p = step("convert", _convert, "convert to float and full-int8 TFLite, verify with the interpreter")
-    p.add_argument("--model", default=f"{TRAIN_DIR}/model.keras")
-    p.add_argument("--out", default=MODEL_DIR)
+    p.add_argument("--model", default=f"{TRAIN_DIR}/model.keras", help="the trained Keras model")
+    p.add_argument("--out", default=MODEL_DIR, help="folder for expression_{float,int8}.tflite and convert.json")
     p.add_argument("--seed", type=int, default=1234, help="seed of the representative-set draw")
 
     p = step("crop-fit", _crop_fit, "measure where BlazeFace boxes sit on training faces: the crop convention")
-    p.add_argument("--out", default=f"{REPORT_DIR}/crop.json")
+    p.add_argument("--out", default=f"{REPORT_DIR}/crop.json", help="the JSON card reads as <--reports>/crop.json")
 
     p = step("evaluate", _evaluate, "Keras vs float TFLite vs int8 TFLite on PrivateTest; latency; plots")
-    p.add_argument("--model", default=f"{TRAIN_DIR}/model.keras")
-    p.add_argument("--models", default=MODEL_DIR, help="folder with the converted .tflite files")
-    p.add_argument("--out", default=REPORT_DIR)
+    p.add_argument("--model", default=f"{TRAIN_DIR}/model.keras", help="the Keras model the .tflite files came from")
+    p.add_argument("--models", default=MODEL_DIR, help="folder with the converted .tflite files and convert.json")
+    p.add_argument("--out", default=REPORT_DIR, help="folder for evaluation.json and confusion_int8.png")
 
-    p = step("card", _card, "install the int8 model into the package and write its model card")
-    p.add_argument("--train", default=TRAIN_DIR)
-    p.add_argument("--models", default=MODEL_DIR)
-    p.add_argument("--reports", default=REPORT_DIR)
-    p.add_argument("--install", default=INSTALL_DIR)
+    p = step("card", _card, "install the int8 model and write its model card, from what train, convert, crop-fit "
+                            "and evaluate recorded; refuses records of another model or other data")
+    p.add_argument("--train", default=TRAIN_DIR, help="the training run (train.json, model.keras)")
+    p.add_argument("--models", default=MODEL_DIR, help="convert's output folder")
+    p.add_argument("--reports", default=REPORT_DIR, help="folder with evaluation.json and crop.json")
+    p.add_argument("--install", default=INSTALL_DIR,
+                   help="where the model and card go; the default replaces the model the daemon ships")
     p = step("tradeoff", _tradeoff, "on PublicTest, what per-class offsets on the int8 model's output trade "
                                     "between the FER2013 and FER+ accuracies")
-    p.add_argument("--model", default=f"{INSTALL_DIR}/expression_int8.tflite")
+    p.add_argument("--model", default=str(PACKAGED_MODEL), help="an int8 .tflite model (default: the shipped one)")
     p.add_argument("--out", default=f"{REPORT_DIR}/tradeoff.json")
     return parser
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is below {low}")
+        return value
+    parse.__name__ = "int"  # argparse names the type in its "invalid int value" message
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         args.run(args)
-    except (DataError, FileNotFoundError, ValueError) as exc:
+    except (DataError, FileNotFoundError, ValueError, EdgeFerError) as exc:  # bad input: exit 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StepError as exc:  # the step ran and failed its own check
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

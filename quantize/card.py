@@ -12,22 +12,44 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.interpreter import load_model
+from quantize.convert import converted_from
 from quantize.data import LABELS, data_hashes, sha256_of
 from quantize.model import BASE_WIDTH
 
 CARD_SCHEMA = 1
 
 
-def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval_dir: str, crop_file: str,
-               commands: dict[str, str]) -> dict:
-    """The card of ``model`` at ``card_path``; raises before writing anything when an input is missing."""
+def _record(path: Path, step: str) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `python -m quantize {step}` with its output there")
+    record = json.loads(path.read_text())
+    if not record.get("command"):
+        raise ValueError(f"{path} records no command (written before the steps recorded theirs): run "
+                         f"`python -m quantize {step}` again")
+    return record
+
+
+def _same_data(record: dict, where: Path, data: dict[str, str], data_dir: str) -> None:
+    """A record measured on other archives than --data would put their figures beside --data's hashes."""
+    for name, digest in data.items():
+        recorded = record.get("inputs", {}).get(name.removesuffix(".npz"), {}).get("sha256")
+        if recorded != digest:
+            raise ValueError(f"{where} was made from {name} with sha256 {str(recorded)[:12]}…, not from "
+                             f"{data_dir}/{name} ({digest[:12]}…): give the same --data, or run that step again")
+
+
+def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval_dir: str, crop_file: str) -> dict:
+    """The card of ``model`` at ``card_path``; raises before writing anything when an input is
+    missing or belongs to another run. The commands are the ones the steps recorded."""
     interp = load_model(model).interpreter
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     in_scale, in_zero = inp["quantization"]
     if int(out["shape"][-1]) != len(LABELS):
         raise ValueError(f"{model} has {out['shape'][-1]} outputs, expected {len(LABELS)}")
     train = json.loads((Path(train_dir) / "train.json").read_text())
-    evaluation = json.loads((Path(eval_dir) / "evaluation.json").read_text())
+    converted = converted_from(model.parent, Path(train_dir) / "model.keras")
+    evaluation = _record(Path(eval_dir) / "evaluation.json", "evaluate")
+    crop = _record(Path(crop_file), "crop-fit")
     measured = evaluation.get("inputs", {})
     for name, path in (("int8_model", model), ("keras_model", Path(train_dir) / "model.keras")):
         recorded = measured.get(name, {})
@@ -36,8 +58,12 @@ def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval
                              f", not on {path} as it is now: give --train and --models of the evaluated model, "
                              "or run `python -m quantize evaluate` on this one")
     data = data_hashes(data_dir)
+    if not converted.get("command"):
+        raise ValueError(f"{model.parent}/convert.json records no command: run `python -m quantize convert` again")
+    _same_data(converted, model.parent / "convert.json", data, data_dir)
+    _same_data(evaluation, Path(eval_dir) / "evaluation.json", data, data_dir)
     stages = training_stages(Path(train_dir), data)
-    crop = json.loads(Path(crop_file).read_text())
+    commands = {"convert": converted["command"], "crop_fit": crop["command"], "evaluate": evaluation["command"]}
     acc = evaluation["accuracy"]
     card = {
         "schema": CARD_SCHEMA,

@@ -7,12 +7,15 @@ raw grayscale pixels and does no float preprocessing; the normalisation lives in
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from edge_fer.interpreter import load_model
-from quantize.data import LABELS, load_ferplus
+from quantize.data import LABELS, load_ferplus, sha256_of
+from quantize.errors import StepError
+from quantize.model import load_keras
 from quantize.provenance import provenance
 
 REPRESENTATIVE_FACES = 700  # 100 per label; more moved no int8 accuracy in PTQ literature
@@ -64,25 +67,28 @@ def run_tflite(path: Path, images: np.ndarray, backend: str | None = None) -> np
     return probs
 
 
-def convert(model_path: str, data_dir: str, out_dir: str, seed: int = 1234, log=print) -> dict:
-    import keras
-
+def convert(model_path: str, data_dir: str, out_dir: str, seed: int = 1234, command: str = "", log=print) -> dict:
+    """Both files are written under staged names and renamed only once the int8 one is verified:
+    a failed run leaves ``out_dir`` as it was, never a float file from one model beside an int8
+    file from another."""
     out = Path(out_dir)
+    model = load_keras(model_path)
+    representative = representative_faces(data_dir, seed)
+    faces = load_ferplus(data_dir, "PublicTest").images[:VERIFY_FACES]
     out.mkdir(parents=True, exist_ok=True)
-    model = keras.saving.load_model(model_path)
     float_path, int8_path = out / "expression_float.tflite", out / "expression_int8.tflite"
-    float_path.write_bytes(to_tflite(model, None))
-    int8_path.write_bytes(to_tflite(model, representative_faces(data_dir, seed)))
-    log(f"wrote {float_path} ({float_path.stat().st_size} B) and {int8_path} ({int8_path.stat().st_size} B)")
+    staged_float, staged_int8 = (p.with_name(".new-" + p.name) for p in (float_path, int8_path))
+    staged_float.write_bytes(to_tflite(model, None))
+    staged_int8.write_bytes(to_tflite(model, representative))
+    log(f"converted: float {staged_float.stat().st_size} B, int8 {staged_int8.stat().st_size} B")
 
-    interp = load_model(int8_path).interpreter
+    interp = load_model(staged_int8).interpreter
     inp = interp.get_input_details()[0]
     if inp["dtype"] != np.uint8 or tuple(inp["quantization"]) != (1.0, 0) or tuple(inp["shape"]) != (1, 48, 48, 1):
-        raise RuntimeError(f"int8 input is {inp['dtype']} {inp['shape']} q={inp['quantization']}; "
-                           "expected uint8 (1,48,48,1) with scale 1, zero point 0")
-    faces = load_ferplus(data_dir, "PublicTest").images[:VERIFY_FACES]
+        raise StepError(f"int8 input is {inp['dtype']} {inp['shape']} q={inp['quantization']}; "
+                        "expected uint8 (1,48,48,1) with scale 1, zero point 0")
     reference = model.predict(faces[..., None].astype(np.float32), verbose=0)
-    quantized = run_tflite(int8_path, faces)
+    quantized = run_tflite(staged_int8, faces)
     top2 = np.sort(reference, axis=1)[:, -2:]
     confident = top2[:, 1] - top2[:, 0] >= CONFIDENT_MARGIN
     agree = quantized.argmax(axis=1) == reference.argmax(axis=1)
@@ -92,13 +98,37 @@ def convert(model_path: str, data_dir: str, out_dir: str, seed: int = 1234, log=
         "confident_faces": int(confident.sum()),
         "confident_agreement": round(float(agree[confident].mean()), 4) if confident.any() else None,
         "mean_abs_prob_diff": round(float(np.abs(quantized - reference).mean()), 5),
-        "int8_bytes": int8_path.stat().st_size, "float_bytes": float_path.stat().st_size,
+        "int8_bytes": staged_int8.stat().st_size, "float_bytes": staged_float.stat().st_size,
         "representative_seed": seed,
-        **provenance(keras_model=model_path, int8_model=int8_path),
+        "command": command,
     }
-    (out / "convert.json").write_text(json.dumps(report, indent=2))
     log(f"verified with the interpreter on {len(faces)} PublicTest faces: {json.dumps(report)}")
     if confident.any() and report["confident_agreement"] < MIN_AGREEMENT:
-        raise RuntimeError(f"int8 agrees with float on only {report['confident_agreement']:.1%} of the faces the float "
-                           f"model is sure of (< {MIN_AGREEMENT:.0%}): calibration failed")
+        raise StepError(f"int8 agrees with float on only {report['confident_agreement']:.1%} of the faces the float "
+                        f"model is sure of (< {MIN_AGREEMENT:.0%}): calibration failed; {out} is unchanged")
+    os.replace(staged_float, float_path)
+    os.replace(staged_int8, int8_path)
+    report.update(provenance(data_dir, keras_model=model_path, float_model=float_path, int8_model=int8_path))
+    (out / "convert.json").write_text(json.dumps(report, indent=2))
+    log(f"wrote {float_path}, {int8_path} and {out / 'convert.json'}")
     return report
+
+
+def converted_from(models_dir: Path, keras_model: Path) -> dict:
+    """``models_dir``'s convert.json, after checking that its .tflite files are the ones converted
+    from ``keras_model`` (by sha256): metrics and cards must not pair files of different runs."""
+    record_path = models_dir / "convert.json"
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{record_path} not found: run `python -m quantize convert --model {keras_model} "
+                                f"--out {models_dir}` first")
+    record = json.loads(record_path.read_text())
+    inputs = record.get("inputs", {})
+    for name, path in (("keras_model", keras_model), ("float_model", models_dir / "expression_float.tflite"),
+                       ("int8_model", models_dir / "expression_int8.tflite")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `python -m quantize convert --out {models_dir}`")
+        if inputs.get(name, {}).get("sha256") != sha256_of(path):
+            raise ValueError(f"{path} is not the {name.replace('_', ' ')} {record_path} records (converted from "
+                             f"{inputs.get('keras_model', {}).get('path', 'an unrecorded model')}): run "
+                             f"`python -m quantize convert --model {keras_model} --out {models_dir}` again")
+    return record

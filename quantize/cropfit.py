@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 
 from quantize.data import load_ferplus
+from quantize.errors import StepError
+from quantize.provenance import provenance
 
 FIT_FACES = 2000  # Training faces sampled; the medians settle to 3 decimals well before this
 UPSCALE = 4  # 48 -> 192 px
@@ -24,12 +26,12 @@ DETECTOR = "blazeface-short"
 SEED = 0
 
 
-def fit_crop(data_dir: str, out_file: str, log=print) -> dict:
+def fit_crop(data_dir: str, out_file: str, command: str = "", log=print) -> dict:
     from edge_fer.detect.blazeface import BlazeFaceDetector
 
     split = load_ferplus(data_dir, "Training")  # FER+'s sharp copies: FER2013's Training images are blurred
     rng = np.random.default_rng(SEED)
-    faces = split.images[rng.choice(len(split.images), FIT_FACES, replace=False)]
+    faces = split.images[rng.choice(len(split.images), min(FIT_FACES, len(split.images)), replace=False)]
     detector = BlazeFaceDetector(kind="short", max_faces=1)
     side, pad = 48 * UPSCALE, (CANVAS - 48 * UPSCALE) // 2
     scales, offsets, rolls = [], [], []
@@ -47,16 +49,19 @@ def fit_crop(data_dir: str, out_file: str, log=print) -> dict:
         (rx, ry), (lx, ly) = found[0].keypoints[0], found[0].keypoints[1]
         rolls.append(np.degrees(np.arctan2(ly - ry, lx - rx)))
     if not scales:
-        raise RuntimeError("the detector found no face on any Training face; check the detector files")
+        raise StepError(f"BlazeFace found no face on any of {len(faces)} FER+ Training faces: are these "
+                        "archives faces, and are edge_fer/models/face_detection_*.tflite intact?")
     offsets = np.array(offsets)
     result = {
         "scale": round(float(np.median(scales)), 3),
         "center_offset": [round(float(np.median(offsets[:, 0])), 3), round(float(np.median(offsets[:, 1])), 3)],
         "fitted_with": {
-            "detector": DETECTOR, "split": "FER+ Training", "faces": FIT_FACES, "detected": len(scales),
+            "detector": DETECTOR, "split": "FER+ Training", "faces": len(faces), "detected": len(scales),
             "scale_iqr": [round(float(q), 3) for q in np.percentile(scales, [25, 75])],
             "median_abs_roll_deg": round(float(np.median(np.abs(rolls))), 2),
         },
+        "command": command,
+        **provenance(data_dir),
     }
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     Path(out_file).write_text(json.dumps(result, indent=2) + "\n")

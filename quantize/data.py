@@ -78,7 +78,29 @@ def open_archive(data_dir: Path, filename: str, keys: tuple[str, ...]) -> dict[s
     arrays = {k: archive[k] for k in keys}
     if arrays["images"].ndim != 3 or arrays["images"].shape[1:] != IMAGE_SHAPE or arrays["images"].dtype != np.uint8:
         raise DataError(f"{path}: images must be uint8 (n, 48, 48), got {arrays['images'].dtype} {arrays['images'].shape}")
+    rows = len(arrays["images"])
+    short = [f"{k} has {len(arrays[k])}" for k in keys if k not in ("images", "vote_columns") and len(arrays[k]) != rows]
+    if short:
+        raise DataError(f"{path}: every key needs one row per image ({rows}), but " + ", ".join(short))
+    if "labels" in arrays and len(arrays["labels"]) and not (0 <= arrays["labels"].min() <= arrays["labels"].max() < len(LABELS)):
+        raise DataError(f"{path}: labels must be 0..{len(LABELS) - 1} ({', '.join(LABELS)}), found "
+                        f"{arrays['labels'].min()}..{arrays['labels'].max()}")
+    if "vote_columns" in arrays:
+        columns = {str(c) for c in arrays["vote_columns"]}
+        missing = [c for c in (*LABELS, *FERPLUS_DROP_MAJORITY) if c not in columns]
+        if missing or arrays["votes"].ndim != 2 or arrays["votes"].shape[1] != len(arrays["vote_columns"]):
+            raise DataError(f"{path}: votes need one column per vote_columns entry, among them "
+                            f"{', '.join((*LABELS, *FERPLUS_DROP_MAJORITY))}; missing {missing or 'none'}, votes "
+                            f"{arrays['votes'].shape}, vote_columns {len(arrays['vote_columns'])}")
     return arrays
+
+
+def _rows(path: Path, usage: np.ndarray, split: str) -> np.ndarray:
+    keep = usage == split
+    if not keep.any():
+        raise DataError(f"{path} has no {split} rows (its usage column holds {sorted(set(map(str, usage)))}); "
+                        f"the toolchain needs {', '.join(SPLITS)}")
+    return keep
 
 
 def _check_split(split: str) -> None:
@@ -90,7 +112,7 @@ def load_fer2013(data_dir: Path, split: str) -> Split:
     """FER2013 with its original single labels (one-hot targets)."""
     _check_split(split)
     a = open_archive(data_dir, FER2013_FILE, ("images", "labels", "usage"))
-    keep = a["usage"] == split
+    keep = _rows(Path(data_dir) / FER2013_FILE, a["usage"], split)
     labels = a["labels"][keep].astype(np.int64)
     return Split(split, "fer2013", a["images"][keep], np.eye(len(LABELS), dtype=np.float32)[labels], labels)
 
@@ -102,7 +124,7 @@ def load_ferplus(data_dir: Path, split: str, rule: str = "plurality") -> Split:
     if rule not in FERPLUS_RULES:
         raise DataError(f"unknown FER+ rule {rule!r}; choose one of {', '.join(FERPLUS_RULES)}")
     a = open_archive(data_dir, FERPLUS_FILE, ("images", "votes", "usage", "vote_columns"))
-    keep = a["usage"] == split
+    keep = _rows(Path(data_dir) / FERPLUS_FILE, a["usage"], split)
     votes = a["votes"][keep].astype(np.float32)
     columns = [str(c) for c in a["vote_columns"]]
     order = [columns.index(name) for name in LABELS] + [columns.index(name) for name in FERPLUS_DROP_MAJORITY]

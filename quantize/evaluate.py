@@ -17,10 +17,11 @@ import numpy as np
 
 from edge_fer.interpreter import available_backends, load_model
 from quantize.agreement import BARS, label_agreement
-from quantize.convert import run_tflite
+from quantize.convert import converted_from, run_tflite
 from quantize.data import FERPLUS_RULES, LABELS, load_fer2013, load_ferplus
 from quantize.duplicates import training_duplicates
 from quantize.metrics import classification_report
+from quantize.model import load_keras
 from quantize.provenance import provenance
 
 LATENCY_WARMUP = 50
@@ -65,12 +66,11 @@ def plot_confusions(results: dict, out_png: Path) -> None:
     plt.close(fig)
 
 
-def evaluate(model_path: str, models_dir: str, data_dir: str, out_dir: str, log=print) -> dict:
-    import keras
-
+def evaluate(model_path: str, models_dir: str, data_dir: str, out_dir: str, command: str = "", log=print) -> dict:
     models, out = Path(models_dir), Path(out_dir)
+    converted_from(models, Path(model_path))  # the three models belong together, before any work
+    keras_model = load_keras(model_path)
     out.mkdir(parents=True, exist_ok=True)
-    keras_model = keras.saving.load_model(model_path)
     sets = {"fer2013": load_fer2013(data_dir, "PrivateTest"), "ferplus": load_ferplus(data_dir, "PrivateTest"),
             "ferplus_majority": load_ferplus(data_dir, "PrivateTest", "majority")}
     variants = {
@@ -116,7 +116,8 @@ def evaluate(model_path: str, models_dir: str, data_dir: str, out_dir: str, log=
         f"on FER+. int8 model: {agreement['model_accuracy_where_labels_agree']:.3f} right where they agree; "
         f"both bars would need {need['total']:.2f} of the disagreed faces (more than 1 is impossible)")
     result = {
-        **provenance(keras_model=model_path, int8_model=models / "expression_int8.tflite"),
+        **provenance(data_dir, keras_model=model_path, int8_model=models / "expression_int8.tflite"),
+        "command": command,
         "split": "PrivateTest",
         "ferplus_rules": {name: {"rule": FERPLUS_RULES[rule], "faces": len(sets[name].labels),
                                  "dropped": sets[name].dropped, "ties": sets[name].ties}

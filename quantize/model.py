@@ -7,6 +7,8 @@ Global average pooling instead of big dense layers keeps parameters in the convo
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from quantize.data import IMAGE_SHAPE, LABELS
 
 BASE_WIDTH = 32
@@ -44,3 +46,17 @@ def build_classifier(base_width: int = BASE_WIDTH):
     x = layers.Dropout(DROPOUT, name="dropout")(x)
     outputs = layers.Dense(len(LABELS), activation="softmax", name="scores")(x)
     return keras.Model(inputs, outputs, name="edge_fer_expression")
+
+
+def load_keras(path: str | Path, compile: bool = True):
+    """A model ``python -m quantize train`` saved; a clear error for anything else (Keras says
+    "File not found" for a file that exists but is not a .keras archive)."""
+    import keras
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} not found: give a .keras model that `python -m quantize train` wrote")
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except Exception as exc:  # Keras raises ValueError, KeyError, OSError... for a foreign file
+        raise ValueError(f"{path} is not a Keras model that `python -m quantize train` wrote ({type(exc).__name__}: "
+                         f"{exc})") from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from quantize.data import sha256_of
+from quantize.data import FER2013_FILE, FERPLUS_FILE, archive_path, sha256_of
 
 
 def code_revision() -> str:
@@ -19,7 +19,11 @@ def code_revision() -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def provenance(**inputs: str | Path) -> dict:
-    """The code revision and each named input file's path and sha256."""
+def provenance(data_dir: str | Path | None = None, **inputs: str | Path) -> dict:
+    """The code revision and each named input file's path and sha256; with ``data_dir``, also the
+    two archives (as ``fer2013`` and ``ferplus``), which ``card`` compares with its own --data."""
+    if data_dir is not None:
+        inputs = {"fer2013": archive_path(data_dir, FER2013_FILE), "ferplus": archive_path(data_dir, FERPLUS_FILE),
+                  **inputs}
     return {"code_revision": code_revision(),
             "inputs": {name: {"path": str(path), "sha256": sha256_of(Path(path))} for name, path in inputs.items()}}

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize.data import FER2013_FILE, FERPLUS_FILE, LABELS, Split, archive_path, load_fer2013, load_ferplus
+from quantize.data import LABELS, Split, load_fer2013, load_ferplus
 from quantize.match import SHARP_FLOOR, match_labels, sharpness
-from quantize.model import BASE_WIDTH, build_classifier
+from quantize.model import BASE_WIDTH, build_classifier, load_keras
 from quantize.provenance import code_revision, provenance
 
 LABEL_SMOOTHING = 0.1
@@ -135,7 +135,7 @@ def teacher_probs(paths: list[str], images: np.ndarray, batch: int = 512) -> np.
     x = images[..., None].astype(np.float32)
     total = np.zeros((len(images), len(LABELS)), np.float32)
     for path in paths:
-        model = keras.saving.load_model(path, compile=False)
+        model = load_keras(path, compile=False)
         for view in (x, x[:, :, ::-1]):
             total += model.predict(view, batch_size=batch, verbose=0)
     return total / (2 * len(paths))
@@ -153,8 +153,8 @@ def _inputs(cfg: TrainConfig, out: Path) -> dict:
         if Path(path).resolve().parent == out.resolve():
             raise ValueError(f"--{name.rstrip('0123456789')} {path} is inside --out {out}, which this run "
                              "overwrites: give the run its own --out")
-    return provenance(fer2013=archive_path(cfg.data, FER2013_FILE), ferplus=archive_path(cfg.data, FERPLUS_FILE),
-                      **models)["inputs"]
+        load_keras(path, compile=False)  # now, not after the data is loaded
+    return provenance(cfg.data, **models)["inputs"]
 
 
 def _resume_state(cfg: TrainConfig, out: Path, inputs: dict) -> dict | None:
@@ -211,8 +211,6 @@ def _epoch_data(images: np.ndarray, targets: np.ndarray, batch: int, seed: int):
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
-    if cfg.init and cfg.resume:
-        raise ValueError("--init and --resume: use one (--resume continues a run that started from --init)")
     started = time.time()
     revision = code_revision()  # of this invocation; a resumed run records its last
     out = Path(cfg.out)
@@ -240,12 +238,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
     steps = math.ceil(len(images) / cfg.batch)
     if resumed:
-        model = keras.saving.load_model(out / resumed["checkpoint"])  # compiled: optimizer state, step count
+        model = load_keras(out / resumed["checkpoint"])  # compiled: optimizer state, step count
         history, best = resumed["history"], resumed["best_public"]
         spent = resumed["wall_seconds"]
         log(f"resuming after epoch {len(history)} of {cfg.epochs} (best so far: epoch {best['epoch']})")
     else:
-        model = keras.saving.load_model(cfg.init) if cfg.init else build_classifier(cfg.base_width)
+        model = load_keras(cfg.init) if cfg.init else build_classifier(cfg.base_width)
         schedule = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=max(1, (cfg.epochs - WARMUP_EPOCHS) * steps),
             warmup_target=cfg.lr, warmup_steps=WARMUP_EPOCHS * steps)

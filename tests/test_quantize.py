@@ -146,8 +146,70 @@ def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tiny_run,
     with open(other / "model.keras", "ab") as f:
         f.write(b"\0")
     assert main([*card_args[:3], "--train", str(other), *card_args[5:]]) == 2
-    assert "give --train and --models of the evaluated model" in capsys.readouterr().err
+    assert "is not the keras model" in capsys.readouterr().err  # convert.json names the real source
+    assert main(["evaluate", "--data", str(MINI), "--model", str(other / "model.keras"), "--models",
+                 str(tmp_path / "model"), "--out", str(tmp_path / "other-reports")]) == 2
+    assert "run `python -m quantize convert --model" in capsys.readouterr().err
+    # Metrics measured on other archives than --data would sit beside --data's hashes.
+    on_other_data = json.loads(evaluated)
+    on_other_data["inputs"]["fer2013"]["sha256"] = "1" * 64
+    (reports / "evaluation.json").write_text(json.dumps(on_other_data))
+    assert main(card_args) == 2
+    assert "was made from fer2013.npz with sha256 111111111111" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in install.iterdir()} == installed
+    # The card's commands are the ones the steps ran, as they recorded them.
+    commands = json.loads((install / "expression_int8.json").read_text())["commands"]
+    assert commands["convert"] == report["command"] and commands["evaluate"] == json.loads(evaluated)["command"]
+    assert commands["convert"].endswith(f"--out {tmp_path / 'model'} --seed 1234")
+
+
+@pytest.mark.train
+def test_a_failed_conversion_leaves_the_previous_files(tiny_run, tmp_path, capsys):
+    """A missing data folder, found after the float file was written, left a float model of one
+    run beside the int8 model of another; now nothing is replaced until both are verified."""
+    from quantize.__main__ import main
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "expression_float.tflite").write_bytes(b"previous")
+    assert main(["convert", "--data", str(tmp_path / "nowhere"), "--model", str(tiny_run / "model.keras"),
+                 "--out", str(out)]) == 2
+    assert (out / "expression_float.tflite").read_bytes() == b"previous"
+    assert "pass --data DIR" in capsys.readouterr().err
+
+
+def test_toolchain_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    from quantize.__main__ import main
+
+    not_keras = tmp_path / "model.keras"
+    not_keras.write_text("not a model")
+    assert main(["evaluate", "--data", str(MINI), "--model", str(not_keras), "--models", str(tmp_path)]) == 2
+    assert "convert.json not found: run `python -m quantize convert" in capsys.readouterr().err
+    assert main(["tradeoff", "--data", str(MINI), "--model", str(tmp_path / "none.tflite"),
+                 "--out", str(tmp_path / "t.json")]) == 2
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--data", str(MINI), "--epochs", "0"])
+    assert exit_.value.code == 2 and "--epochs: 0 is below 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("short_labels", "every key needs one row per image"),
+    ("label_out_of_range", "labels must be 0..6"),
+    ("no_public_rows", "has no PublicTest rows"),
+])
+def test_a_malformed_archive_says_which_file_and_what(tmp_path, problem, message):
+    a = dict(np.load(MINI / "fer2013.npz"))
+    if problem == "short_labels":
+        a["labels"] = a["labels"][:-3]
+    elif problem == "label_out_of_range":
+        a["labels"] = a["labels"].copy()
+        a["labels"][0] = 9
+    else:
+        a["usage"] = np.where(a["usage"] == "PublicTest", "Training", a["usage"])
+    np.savez(tmp_path / "fer2013.npz", **a)
+    with pytest.raises(DataError, match=message):
+        load_fer2013(tmp_path, "PublicTest")
 
 
 @pytest.mark.train
@@ -170,6 +232,17 @@ def test_an_interrupted_training_run_resumes_to_the_same_weights(tiny_run, tmp_p
     assert int(split.optimizer.iterations) == int(whole.optimizer.iterations)  # the schedule went on
     for a, b in zip(whole.get_weights(), split.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.train
+def test_a_run_started_from_init_resumes_with_the_same_command(tiny_run, tmp_path):
+    """The README's rule: the same command plus --resume, --init included."""
+    from quantize.__main__ import main
+
+    command = ["train", *TINY, "--out", str(tmp_path / "stage2"), "--init", str(tiny_run / "model.keras")]
+    assert main([*command, "--time-budget", "0.0001"]) == 0
+    assert main([*command, "--resume"]) == 0
+    assert [r["epoch"] for r in json.loads((tmp_path / "stage2" / "train.json").read_text())["history"]] == [1, 2]
 
 
 @pytest.mark.train
