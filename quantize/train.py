@@ -211,6 +211,8 @@ def _epoch_data(images: np.ndarray, targets: np.ndarray, batch: int, seed: int):
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
+    if cfg.init and cfg.base_width != BASE_WIDTH:
+        raise ValueError("--base-width does not apply with --init: the net, and its width, come from the --init model")
     started = time.time()
     revision = code_revision()  # of this invocation; a resumed run records its last
     out = Path(cfg.out)

@@ -188,6 +188,8 @@ def test_toolchain_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["tradeoff", "--data", str(MINI), "--model", str(tmp_path / "none.tflite"),
                  "--out", str(tmp_path / "t.json")]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["train", "--data", str(MINI), "--init", str(not_keras), "--base-width", "16"]) == 2
+    assert "--base-width does not apply with --init" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--data", str(MINI), "--epochs", "0"])
     assert exit_.value.code == 2 and "--epochs: 0 is below 1" in capsys.readouterr().err
