@@ -78,12 +78,18 @@ def _card(a) -> None:
     from quantize.card import write_card
 
     install = Path(a.install)
+    made = not install.exists()
     install.mkdir(parents=True, exist_ok=True)
     # Stage both, then rename: a failed step must never leave the daemon a model its card does not match.
     built = Path(a.models) / "expression_int8.tflite"
     model, card = install / "expression_int8.tflite", install / "expression_int8.json"
     staged_model, staged_card = model.with_name(".new-" + model.name), card.with_name(".new-" + card.name)
-    write_card(built, staged_card, a.data, a.train, a.reports, f"{a.reports}/crop.json")
+    try:
+        write_card(built, staged_card, a.data, a.train, a.reports, f"{a.reports}/crop.json")
+    except BaseException:
+        if made:  # refused: leave no trace, not even an empty --install folder
+            install.rmdir()
+        raise
     shutil.copyfile(built, staged_model)
     os.replace(staged_model, model)
     os.replace(staged_card, card)

@@ -125,7 +125,7 @@ def test_tiny_toolchain_run_trains_converts_and_int8_agrees_with_float(tiny_run,
     card_args = ["card", "--data", str(MINI), "--train", str(tiny_run), "--models", str(tmp_path / "model"),
                  "--reports", str(reports), "--install", str(install)]
     assert main(card_args) == 2  # no crop.json in these reports: nothing may be installed
-    assert not install.exists() or not any(install.iterdir())
+    assert not install.exists()
     (reports / "crop.json").write_text((Path(__file__).parents[1] / "quantize" / "reports" / "crop.json").read_text())
     assert main(card_args) == 0
     evaluated = (reports / "evaluation.json").read_text()
