@@ -241,6 +241,9 @@ class Daemon:
         is waited for if it is away too (a reload during an outage), as at start-up."""
         self._dropped_before += self.source.dropped_frames  # stats count from start, not from the reload
         self.source.close()
+        release_by = time.monotonic() + self.cfg.source.stall_timeout_s  # a grab gives up by then
+        while not self.source.released(OPEN_POLL_S) and not self._stop and time.monotonic() < release_by:
+            pass
         try:
             self.source = self._open(new, wait=False)
         except EdgeFerError as exc:

@@ -158,6 +158,36 @@ def test_a_missing_file_is_not_waited_for():
     assert not isinstance(error.value, SourceUnavailable)
 
 
+def test_released_waits_until_a_slow_grab_lets_go_of_the_camera():
+    """A camera with one owner at a time, at a frame every few seconds: close() returns while the
+    reader is still inside a grab, so a reload must wait for ``released`` before reopening."""
+    owner = threading.Lock()
+
+    class SlowExclusiveCamera:
+        period = 0.0
+
+        def __init__(self) -> None:
+            if not owner.acquire(blocking=False):
+                raise SourceError("slow: device busy")
+            self._grabs = 0
+
+        def grab(self) -> np.ndarray:
+            self._grabs += 1
+            if self._grabs > 1:
+                time.sleep(3.0)
+            return np.zeros((4, 4, 3), np.uint8)
+
+        def close(self) -> None:
+            owner.release()
+
+    source = LatestFrameSource("slow", SlowExclusiveCamera, stall_timeout_s=10.0)
+    assert source.read(READ_TIMEOUT_S) is not None
+    source.close()
+    assert owner.locked(), "close() waited for the grab: this test no longer tells anything"
+    assert source.released(READ_TIMEOUT_S) and not owner.locked()
+    SlowExclusiveCamera().close()  # the camera can be opened again
+
+
 def test_builtin_photo_repeats_like_a_camera():
     with open_source("builtin:astronaut", fps=20) as source:
         frames = [source.read(READ_TIMEOUT_S) for _ in range(5)]

@@ -16,7 +16,8 @@ from edge_fer.service import MIN_RATE_WINDOW_S, Daemon, _Rate, build_pipeline
 
 
 class ExclusiveCamera:
-    """Opens like a real camera: a second open while one is open fails as busy; a camera in
+    """Opens like a real camera: a second open while one is open fails as busy, and close() lets
+    go of it only after a while (a reader inside a slow grab: ``released``); a camera in
     ``away`` (unplugged) fails as unavailable, or with ``wait`` opens in a waiting state, as
     LatestFrameSource does."""
 
@@ -35,7 +36,13 @@ class ExclusiveCamera:
         self.open_now.add(uri)
 
     def close(self) -> None:
-        self.open_now.discard(self.uri)
+        self._polls_to_release = 2  # its reader is inside a slow grab: still the owner for a while
+
+    def released(self, timeout: float) -> bool:
+        self._polls_to_release -= 1
+        if self._polls_to_release <= 0:
+            self.open_now.discard(self.uri)
+        return self.uri not in self.open_now
 
 
 @pytest.fixture

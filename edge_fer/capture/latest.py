@@ -126,6 +126,16 @@ class LatestFrameSource:
         if self._reader is not None:  # it releases the device on its way out
             self._reader.join(CLOSE_JOIN_S)
 
+    def released(self, timeout: float) -> bool:
+        """After close(): wait up to ``timeout`` s for the threads to let go of the device. A reader
+        inside a slow grab (a 1 fps camera) still holds it when close() returns; a camera with one
+        owner at a time cannot be opened again until it lets go."""
+        deadline = time.monotonic() + timeout
+        for thread in (self._supervisor, self._reader):
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t is not None and t.is_alive() for t in (self._supervisor, self._reader))
+
     def __enter__(self) -> LatestFrameSource:
         return self
 
