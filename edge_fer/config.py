@@ -24,6 +24,7 @@ from typing import Any
 from collections.abc import Callable, Mapping
 
 from edge_fer.errors import ConfigError
+from edge_fer.redact import REDACTED, redact_uri
 
 import tomllib
 
@@ -32,7 +33,6 @@ ENV_PREFIX = "EDGE_FER_"
 ENV_SEPARATOR = "__"
 CREDENTIAL_NAME = "mqtt_password"
 """File name under ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=mqtt_password:/path``)."""
-REDACTED = "***"
 
 MAX_TOPIC_ID_LEN = 64
 """device_id bound: it appears in every topic and in Home Assistant unique_ids."""
@@ -427,6 +427,8 @@ def dump_config(cfg: Config) -> str:
             value = getattr(section, f.name)
             if f.metadata["secret"] and value:
                 value = REDACTED
+            elif isinstance(value, str):  # a camera URL's password
+                value = redact_uri(value)
             lines.append(f"{f.name} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ cleanly; SIGHUP re-reads the config and applies it only when valid.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import statistics
 import threading
@@ -17,7 +18,7 @@ from collections.abc import Callable
 
 from edge_fer.capture import open_source
 from edge_fer.classify import ExpressionClassifier
-from edge_fer.config import Config
+from edge_fer.config import DEFAULT_CONFIG_PATH, Config
 from edge_fer.detect import build_detector
 from edge_fer.errors import ConfigError, EdgeFerError
 from edge_fer.health import Notifier, Watchdog
@@ -26,6 +27,7 @@ from edge_fer.messages import FrameResult, PipelineStats
 from edge_fer.model_card import PACKAGED_MODEL
 from edge_fer.pipeline import Pipeline
 from edge_fer.publish import build_sink
+from edge_fer.redact import redact_uri
 from edge_fer.track import Tracker, TrackerSettings
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,9 @@ class Daemon:
         if self.source is None:
             return
         self.sink = build_sink(self.cfg)
+        if not self.cfg.mqtt.host and os.environ.get("INVOCATION_ID"):  # under systemd, stdout is discarded
+            log.warning("mqtt.host is empty: no broker, and the unit discards stdout (StandardOutput=null, so no "
+                        "labels are stored in the journal): set mqtt.host in %s", DEFAULT_CONFIG_PATH)
         self.sink.start()
 
     def _open(self, cfg: Config, wait: bool):
@@ -194,7 +199,7 @@ class Daemon:
         while opener.is_alive():
             opener.join(OPEN_POLL_S)
             if self._stop and opener.is_alive():
-                log.info("stopping before %s opened", cfg.source.uri)
+                log.info("stopping before %s opened", redact_uri(cfg.source.uri))
                 return None
         if "error" in result:
             raise result["error"]
@@ -257,8 +262,11 @@ class Daemon:
     def _publish(self, result: FrameResult) -> None:
         self.sink.publish_frame(result)
 
-    @staticmethod
-    def _status_text(fps: float, faces: int) -> str:
+    def _status_text(self, fps: float, faces: int) -> str:
+        """systemd's STATUS= (`systemctl status`, readable by any local user): in aggregate mode a
+        live face count is exactly what the mode holds back below k_min."""
+        if self.cfg.privacy.mode == "aggregate":
+            return f"fps={fps:.1f}"
         return f"fps={fps:.1f} faces={faces}"
 
     def _stats(self, rate: _Rate, now: float, started: float) -> PipelineStats:
@@ -299,12 +307,12 @@ class Daemon:
                     rate.reset(now)
                 if frame is None:
                     if self.source.ended:
-                        log.info("source %s ended", self.cfg.source.uri)
+                        log.info("source %s ended", redact_uri(self.cfg.source.uri))
                         self._stop_reason = REASON_ENDED
                         break
                     if not self._ready and now - started > FIRST_FRAME_TIMEOUT_S:
                         log.error("no frame from %s within %.0f s of start; exiting for a restart",
-                                  self.cfg.source.uri, FIRST_FRAME_TIMEOUT_S)
+                                  redact_uri(self.cfg.source.uri), FIRST_FRAME_TIMEOUT_S)
                         self._stop_reason, status = REASON_FAILURE, EXIT_FAILURE
                         break
                     if picture.newly_lost(now, self.cfg.tracker.max_missed_s):
@@ -347,5 +355,6 @@ class Daemon:
                         len(undelivered))
         closer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if closer.is_alive():
-            log.warning("the source %s did not close within the stop budget; exiting without it", self.cfg.source.uri)
+            log.warning("the source %s did not close within the stop budget; exiting without it",
+                        redact_uri(self.cfg.source.uri))
         log.info("stopped after %d frames (%s)", self.frames, self._stop_reason)

@@ -406,3 +406,12 @@ def test_live_source_that_fails_after_its_probe_frame_backs_off(make_video, capl
         wait_until(lambda: caplog.text.count("reopening in") >= 4, timeout=SCENARIO_S)
     waits = re.findall(r"read failed \(.*stopped giving frames\); reopening in ([\d.]+) s", caplog.text)
     assert [float(w) for w in waits[:4]] == [0.02, 0.04, 0.08, 0.08]
+
+
+def test_a_stream_error_never_shows_the_camera_password(caplog):
+    with pytest.raises(SourceUnavailable) as error:
+        open_source("http://admin:CamPa55word@127.0.0.1:9/stream.mjpg", stall_timeout_s=0.5)
+    assert "CamPa55word" not in str(error.value) and "admin:***@127.0.0.1:9" in str(error.value)
+    with open_source("http://admin:CamPa55word@127.0.0.1:9/stream.mjpg", stall_timeout_s=0.5, wait=True) as source:
+        assert "CamPa55word" not in source.name
+    assert "CamPa55word" not in caplog.text and "admin:***@" in caplog.text

@@ -1,6 +1,7 @@
 """Config: defaults, precedence, secrets, dump, and clear errors for bad configs."""
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import fields, replace
 from pathlib import Path
@@ -187,3 +188,24 @@ def test_example_config_lists_every_key_with_its_default():
     for key, text in listed.items():
         if key != "mqtt.device_id":  # shown as "<hostname>"
             assert tomllib.loads(f"v = {text}")["v"] == expected[key], key
+
+
+@pytest.mark.parametrize("uri, shown", [
+    ("rtsp://admin:s3cret@10.0.0.5:554/stream", "rtsp://admin:***@10.0.0.5:554/stream"),
+    ("http://cam:p%40ss@[fe80::1]/mjpg?x=1", "http://cam:***@[fe80::1]/mjpg?x=1"),
+    ("rtsp://viewer@cam/stream", "rtsp://viewer@cam/stream"),  # no password: nothing to hide
+    ("/dev/video0", "/dev/video0"),
+    ("picamera:1", "picamera:1"),
+    ("clips/a:b@c.mp4", "clips/a:b@c.mp4"),
+])
+def test_a_camera_url_password_is_redacted(uri, shown):
+    from edge_fer.redact import redact_uri
+
+    assert redact_uri(uri) == shown
+
+
+def test_check_config_never_shows_a_camera_password():
+    """Whoever reads the journal (ExecStartPre=check-config prints the config) could watch the faces."""
+    uri = "rtsp://admin:CamPa55word@10.0.0.5/stream"
+    dumped = dump_config(load_config(os.devnull, {"source.uri": uri}, {}))
+    assert "CamPa55word" not in dumped and 'uri = "rtsp://admin:***@10.0.0.5/stream"' in dumped

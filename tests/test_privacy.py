@@ -97,6 +97,18 @@ def test_a_wall_clock_stepped_back_closes_the_aggregate_window():
     assert window["counts"]["happiness"] == 1
 
 
+@pytest.mark.parametrize("mode", ["labels", "presence", "aggregate"])
+def test_aggregate_mode_health_does_not_tell_whether_a_face_was_there(mode):
+    """Below k_min nothing may tell presence: not stats' classify time (0 exactly when no face was
+    classified), not systemd's STATUS= line, which any local user reads with `systemctl status`."""
+    from edge_fer.service import Daemon
+
+    cfg = make_cfg(mode)
+    stats = [m.payload for m in run(cfg, crowd(1, cfg.privacy.aggregate_window_s)) if m.kind == "stats"]
+    assert stats and all(("inference_ms" in s) == (mode != "aggregate") for s in stats)
+    assert ("faces=" in Daemon(cfg)._status_text(15.0, 1)) == (mode != "aggregate")
+
+
 def test_presence_mode_only_counts_faces():
     cfg = make_cfg("presence")
     messages = run(cfg, crowd(3, 60.0))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_fer.install import HIDDEN_PREFIXES, UNIT_EXEC_PLACEHOLDER, InstallError, install_service, packaged
+from edge_fer.service import FIRST_FRAME_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "edge-fer.service"
@@ -131,6 +132,7 @@ def test_unit_declares_the_service_contract():
         "ConfigurationDirectory": "edge-fer", "UMask": "0077",
         "DevicePolicy": "closed", "CapabilityBoundingSet": "", "LimitCORE": "0",
         "MemoryDenyWriteExecute": "yes", "NoNewPrivileges": "yes",
+        "StandardOutput": "null",  # the no-broker JSON lines (labels) must not be kept by journald
     }
     for key, value in expected.items():
         assert values(key, unit) == [value], key
@@ -138,7 +140,7 @@ def test_unit_declares_the_service_contract():
     assert values("ExecStart", unit) == [f"{UNIT_EXEC_PLACEHOLDER} run"]
     assert values("ExecReload", unit) == ["/bin/kill -HUP $MAINPID"]
     assert set(values("DeviceAllow", unit)) == {"char-video4linux rw", "char-media rw", "char-dma_heap rw"}
-    assert "PYTHONUNBUFFERED=1" in values("Environment", unit)[0].split()
+    assert {"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"} <= set(values("Environment", unit)[0].split())
     assert values("LoadCredential", unit) == ["mqtt_password:edge-fer.mqtt_password"]
 
 
@@ -150,6 +152,7 @@ def test_start_limit_stops_fast_failures_but_not_watchdog_restarts():
     # The limit refuses start burst+1 if it falls inside the interval: burst cycles after the first.
     assert burst * (restart + FAST_FAILURE_S) <= interval
     assert burst * (restart + watchdog) > interval
+    assert burst * (restart + FIRST_FRAME_TIMEOUT_S) > interval  # a camera away at start: waited for
 
 
 def test_the_package_ships_the_unit_and_the_example_config():

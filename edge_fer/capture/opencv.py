@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_fer.capture.latest import Grabber, LatestFrameSource
 from edge_fer.errors import SourceError, SourceUnavailable
+from edge_fer.redact import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def open_opencv(uri: str, *, width: int, height: int, fps: float | None, loop: b
                 stall_timeout_s: float, wait: bool = False) -> LatestFrameSource:
     """Open anything but a picamera; SourceError naming the source if it cannot be used."""
     opener, loop = _opener(uri, width, height, fps, loop, stall_timeout_s)  # LatestFrameSource opens it once now
-    return LatestFrameSource(uri, opener, loop=loop, stall_timeout_s=stall_timeout_s, wait=wait)
+    return LatestFrameSource(redact_uri(uri), opener, loop=loop, stall_timeout_s=stall_timeout_s, wait=wait)
 
 
 def _opener(uri: str, width: int, height: int, fps: float | None, loop: bool,
@@ -140,16 +141,17 @@ def _opener(uri: str, width: int, height: int, fps: float | None, loop: bool,
     """(function that opens the source, whether it loops) for one source string."""
     scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*)://", uri)
     if scheme:
+        shown = redact_uri(uri)  # what messages say: the URL without its password
         if scheme.group(1).lower() not in STREAM_SCHEMES:
-            raise SourceError(f"source {uri!r}: unsupported scheme {scheme.group(1)!r}; use {SOURCE_FORMS}")
+            raise SourceError(f"source {shown!r}: unsupported scheme {scheme.group(1)!r}; use {SOURCE_FORMS}")
         timeout_ms = int(stall_timeout_s * 1000)  # so a dead stream returns instead of blocking FFmpeg
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
 
         def open_stream() -> Grabber:
-            cap, first = _open_capture(uri, lambda: cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params),
+            cap, first = _open_capture(shown, lambda: cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params),
                                        "check the URL and that the camera streams (try it in ffplay)",
                                        SourceUnavailable)
-            return VideoGrabber(uri, cap, first, None)
+            return VideoGrabber(shown, cap, first, None)
 
         return open_stream, False
     if uri.startswith("builtin:"):

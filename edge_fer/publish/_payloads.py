@@ -186,7 +186,8 @@ def stats(topics: Topics, pipeline: PipelineStats, sink: SinkCounters, privacy: 
         "fps": round(pipeline.fps, MS_DIGITS),
         "frames": pipeline.frames,
         "dropped_frames": pipeline.dropped_frames,
-        "inference_ms": round(pipeline.inference_ms, MS_DIGITS),
+        # Aggregate mode: 0 or not tells whether a face was classified, below k_min too.
+        **({} if privacy == "aggregate" else {"inference_ms": round(pipeline.inference_ms, MS_DIGITS)}),
         "detect_ms": round(pipeline.detect_ms, MS_DIGITS),
         "uptime_s": round(pipeline.uptime_s, SECONDS_DIGITS),
         "interpreter": pipeline.interpreter[:MAX_STRING_LEN],
