@@ -133,6 +133,7 @@ def test_unit_declares_the_service_contract():
         "DevicePolicy": "closed", "CapabilityBoundingSet": "", "LimitCORE": "0",
         "MemoryDenyWriteExecute": "yes", "NoNewPrivileges": "yes",
         "StandardOutput": "null",  # the no-broker JSON lines (labels) must not be kept by journald
+        "StandardError": "journal",  # not inherit: stdout's /dev/null would swallow errors and tracebacks
     }
     for key, value in expected.items():
         assert values(key, unit) == [value], key
