@@ -351,6 +351,19 @@ def test_picamera_without_picamera2_says_how_to_install_it(monkeypatch):
         open_source("picamera")
 
 
+def test_picamera2_broken_by_numpy_2_says_how_to_fix_it(monkeypatch):
+    """On Bookworm, a numpy 2 in the venv shadows the numpy 1 Pi OS built simplejpeg against:
+    importing picamera2 raises ValueError, not ImportError. It must not crash the daemon."""
+    class BrokenModule(types.ModuleType):
+        def __getattr__(self, name):
+            raise ValueError("numpy.dtype size changed, may indicate binary incompatibility. Expected 96 from "
+                             "C header, got 88 from PyObject")
+
+    monkeypatch.setitem(sys.modules, "picamera2", BrokenModule("picamera2"))
+    with pytest.raises(SourceError, match=r"numpy 2 in the venv breaks Pi OS's picamera2 .*edge-fer\[bookworm\]"):
+        open_source("picamera")
+
+
 def test_stalled_camera_is_reopened(fake_picamera2, caplog):
     fake_picamera2.stall_after = 3
     with open_source("picamera", stall_timeout_s=0.5) as source:

@@ -49,6 +49,12 @@ def test_the_daemon_installs_from_wheels_on_a_64_bit_pi(tmp_path, pi_os):
     assert not {"tensorflow", "tensorflow-cpu", "keras"} & packages.keys()  # training stays on the workstation
 
 
+def test_the_bookworm_extra_keeps_numpy_1_for_pi_os_picamera2(tmp_path):
+    """Pi OS's picamera2 stack is built against Debian's numpy 1.24; numpy 2 in the venv breaks it."""
+    packages = resolve(tmp_path, "bookworm", "[bookworm]")
+    assert packages["numpy"].startswith("1.") and RUNTIME <= packages.keys()
+
+
 def test_the_legacy_extra_gives_bookworm_tflite_runtime_with_numpy_1(tmp_path):
     packages = resolve(tmp_path, "bookworm", "[legacy]")
     assert packages["tflite-runtime"] == "2.14.0"

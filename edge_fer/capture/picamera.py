@@ -37,10 +37,14 @@ class PicameraGrabber:
         self._name = f"picamera:{camera_num}"
         try:
             from picamera2 import Picamera2
-        except ImportError as exc:
-            raise SourceError(f"{self._name}: picamera2 is not importable ({exc}). On Raspberry Pi OS: "
-                              "sudo apt install python3-picamera2 and make the venv with --system-site-packages; "
-                              "elsewhere use a V4L2 camera such as /dev/video0") from exc
+        # ImportError when absent; ValueError ("numpy.dtype size changed") when a numpy 2 in the
+        # venv shadows the numpy 1 Pi OS built simplejpeg against.
+        except Exception as exc:  # noqa: BLE001
+            hint = (" (a numpy 2 in the venv breaks Pi OS's picamera2 on Bookworm: pip install 'numpy<2', "
+                    "or install edge-fer[bookworm])" if isinstance(exc, ValueError) else "")
+            raise SourceError(f"{self._name}: picamera2 is not importable ({type(exc).__name__}: {exc}){hint}. On "
+                              "Raspberry Pi OS: sudo apt install python3-picamera2 and make the venv with "
+                              "--system-site-packages; elsewhere use a V4L2 camera such as /dev/video0") from exc
         self._camera: Any = None
         try:
             self._camera = Picamera2(camera_num)
