@@ -72,9 +72,20 @@ def cmd_check_config(args) -> int:
     return EXIT_OK
 
 
+def _pin_default_config(args) -> None:
+    """Without --config, the default file is read if it exists. Name it once it was there at start:
+    a reload that finds it gone must be refused, not fall back to the built-in defaults (another
+    camera, no broker)."""
+    from edge_fer import config
+
+    if args.config is None and Path(config.DEFAULT_CONFIG_PATH).is_file():
+        args.config = config.DEFAULT_CONFIG_PATH
+
+
 def cmd_run(args) -> int:
     from edge_fer.service import Daemon, RunLimits
 
+    _pin_default_config(args)
     cfg = _load(args)
     limits = RunLimits(args.max_frames, args.duration)
     return Daemon(cfg, limits, reload=lambda: _load(args, apply_logging=False)).run()

@@ -637,3 +637,20 @@ def test_a_camera_slower_than_max_missed_s_is_not_a_lost_picture(tmp_path):
     assert events == ["appeared", "gone"], events
     faces = [m["payload"]["faces"] for m in messages if m["topic"].endswith("/state")]
     assert faces == [0, 1, 0], faces  # before the first confirmation, the face, the stop
+
+
+def test_a_reload_that_finds_the_default_config_gone_is_refused(tmp_path, monkeypatch):
+    """The unit runs `edge-fer run` without --config: the default file, read at start, must not turn
+    into built-in defaults (another camera, no broker) at a reload after it was deleted."""
+    from edge_fer import cli, config
+    from edge_fer.errors import ConfigError
+
+    default = tmp_path / "config.toml"
+    default.write_text('[source]\nuri = "picamera"\n')
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", str(default))
+    args = cli._parser().parse_args(["run"])
+    cli._pin_default_config(args)
+    assert cli._load(args, apply_logging=False).source.uri == "picamera"
+    default.unlink()
+    with pytest.raises(ConfigError, match="config file .*config.toml: not found"):
+        cli._load(args, apply_logging=False)
