@@ -18,10 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_fer.detect.base import Face
+from edge_fer.detect import DETECTOR_KINDS, Face
 from edge_fer.errors import ModelError
 from edge_fer.interpreter import load_model
-from edge_fer.model_card import ModelCard, load_card
+from edge_fer.model_card import CropConvention, ModelCard, load_card
 
 RIGHT_EYE, LEFT_EYE = 0, 1  # BlazeFace keypoint order (subject's right eye first)
 ANTIALIAS_FACTOR = 2
@@ -40,17 +40,18 @@ class Expression:
         return labels[k], float(self.probabilities[k])
 
 
-def crop_face(image_bgr: np.ndarray, face: Face, card: ModelCard) -> np.ndarray:
-    """The model's input crop (h, w) uint8 grayscale, per the card's crop convention."""
+def crop_face(image_bgr: np.ndarray, face: Face, crop: CropConvention, input_size: tuple[int, int]) -> np.ndarray:
+    """The model's input crop (h, w) uint8 grayscale, per the card's crop convention for the
+    detector that found ``face``."""
     x, y, w, h = face.box
-    side = card.crop.scale * max(w, h)
-    cx = x + w / 2 + card.crop.center_offset[0] * max(w, h)
-    cy = y + h / 2 + card.crop.center_offset[1] * max(w, h)
+    side = crop.scale * max(w, h)
+    cx = x + w / 2 + crop.center_offset[0] * max(w, h)
+    cy = y + h / 2 + crop.center_offset[1] * max(w, h)
     angle = 0.0
-    if card.crop.align_eyes and face.keypoints is not None:
+    if crop.align_eyes and face.keypoints is not None:
         (rx, ry), (lx, ly) = face.keypoints[RIGHT_EYE], face.keypoints[LEFT_EYE]
         angle = math.degrees(math.atan2(ly - ry, lx - rx))
-    out_h, out_w = card.input_size
+    out_h, out_w = input_size
     work = max(out_w, min(int(round(side)), out_w * ANTIALIAS_FACTOR))
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, work / side)
     matrix[:, 2] += (work / 2 - cx, work / 2 - cy)
@@ -70,10 +71,14 @@ def _pixel_lut(card: ModelCard, in_scale: float, in_zero: int) -> np.ndarray | N
 
 
 class ExpressionClassifier:
-    """The int8 expression model plus its card; ``classify`` takes all faces of a frame at once."""
+    """The int8 expression model plus its card; ``classify`` takes all faces of a frame at once.
 
-    def __init__(self, model_path: str | Path, *, num_threads: int = 1, backend: str | None = None):
+    ``detector`` names the detector whose boxes it will crop (its convention comes from the card)."""
+
+    def __init__(self, model_path: str | Path, *, detector: str = DETECTOR_KINDS[0], num_threads: int = 1,
+                 backend: str | None = None):
         self.card = load_card(model_path)
+        self.crop = self.card.crop_for(detector)
         loaded = load_model(model_path, num_threads=num_threads, backend=backend)
         self.backend = loaded.backend
         self._interp = loaded.interpreter
@@ -109,7 +114,7 @@ class ExpressionClassifier:
         return [Expression(p) for p in probs]
 
     def _crops(self, image_bgr: np.ndarray, faces: list[Face]) -> np.ndarray:
-        return np.stack([crop_face(image_bgr, f, self.card) for f in faces])
+        return np.stack([crop_face(image_bgr, f, self.crop, self.card.input_size) for f in faces])
 
     def classify(self, image_bgr: np.ndarray, faces: list[Face], *, mirrored: bool = False) -> list[Expression]:
         """One view per face: the crop, or its left-right mirror image."""

@@ -37,8 +37,17 @@ class ModelCard:
     channels: int
     pixel_scale: float
     pixel_offset: float
-    crop: CropConvention
+    crops: dict[str, CropConvention]  # by detector kind: each detector boxes a face differently
     sha256: str
+
+    def crop_for(self, detector: str) -> CropConvention:
+        """The crop convention fitted for ``detector``; a detector the card has none for would feed
+        the model crops unlike its training faces, so it is refused."""
+        if detector not in self.crops:
+            raise ModelError(f"model card {card_path_for(self.path)} has no crop convention for detector {detector!r} "
+                             f"(it has {', '.join(sorted(self.crops))}): choose one of those, or fit it with "
+                             "`python -m quantize crop-fit` and rewrite the card with `python -m quantize card`")
+        return self.crops[detector]
 
 
 def card_path_for(model_path: Path) -> Path:
@@ -60,8 +69,10 @@ def load_card(model_path: str | Path) -> ModelCard:
                          "(written by `python -m quantize card`)") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"model card {card_file} is unreadable ({exc})") from exc
+    if isinstance(raw.get("crop"), dict) and "by_detector" not in raw["crop"]:
+        raise ModelError(f"model card {card_file} has one crop convention for every detector (an older card): "
+                         "run `python -m quantize crop-fit` and `python -m quantize card` to fit one per detector")
     try:
-        crop = raw["crop"]
         card = ModelCard(
             path=model_path,
             labels=tuple(raw["labels"]),
@@ -69,8 +80,9 @@ def load_card(model_path: str | Path) -> ModelCard:
             channels=int(raw["channels"]),
             pixel_scale=float(raw["pixel_scale"]),
             pixel_offset=float(raw["pixel_offset"]),
-            crop=CropConvention(float(crop["scale"]), (float(crop["center_offset"][0]), float(crop["center_offset"][1])),
-                                bool(crop["align_eyes"])),
+            crops={str(kind): CropConvention(float(c["scale"]), (float(c["center_offset"][0]), float(c["center_offset"][1])),
+                                             bool(c["align_eyes"]))
+                   for kind, c in raw["crop"]["by_detector"].items()},
             sha256=str(raw["sha256"]),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -78,9 +90,10 @@ def load_card(model_path: str | Path) -> ModelCard:
     if set(card.labels) != set(LABELS) or len(card.labels) != len(LABELS):
         raise ModelError(f"model card {card_file} labels {list(card.labels)} are not the 7 expressions {list(LABELS)}")
     # What edge_fer.classify feeds: one grayscale channel, a square crop, a positive crop scale.
-    if card.channels != 1 or card.input_size[0] != card.input_size[1] or card.crop.scale <= 0:
+    scales = {kind: c.scale for kind, c in card.crops.items()}
+    if card.channels != 1 or card.input_size[0] != card.input_size[1] or not scales or min(scales.values()) <= 0:
         raise ModelError(f"model card {card_file}: edge-fer feeds square grayscale crops; the card says channels "
-                         f"{card.channels}, input_size {list(card.input_size)}, crop scale {card.crop.scale:g}")
+                         f"{card.channels}, input_size {list(card.input_size)}, crop scales {scales}")
     if model_path.is_file() and sha256_file(model_path) != card.sha256:
         raise ModelError(f"{model_path} does not match its card's sha256 (corrupt or replaced file); "
                          "reinstall edge-fer or re-run `python -m quantize card`")

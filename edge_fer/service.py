@@ -59,8 +59,8 @@ class RunLimits:
 
 def build_pipeline(cfg: Config) -> Pipeline:
     backend = None if cfg.classifier.interpreter == "auto" else cfg.classifier.interpreter
-    classifier = ExpressionClassifier(cfg.classifier.model or PACKAGED_MODEL, num_threads=cfg.classifier.threads,
-                                      backend=backend)
+    classifier = ExpressionClassifier(cfg.classifier.model or PACKAGED_MODEL, detector=cfg.detector.kind,
+                                      num_threads=cfg.classifier.threads, backend=backend)
     detector = build_detector(cfg.detector.kind, score_threshold=cfg.detector.score_threshold,
                               min_face_px=cfg.detector.min_face_px, max_faces=cfg.detector.max_faces,
                               nms_iou=cfg.detector.nms_iou, num_threads=cfg.classifier.threads, backend=backend)

@@ -16,7 +16,7 @@ from quantize.convert import converted_from
 from quantize.data import LABELS, data_hashes, sha256_of
 from quantize.model import BASE_WIDTH
 
-CARD_SCHEMA = 1
+CARD_SCHEMA = 2  # 2: one crop convention per detector
 
 
 def _record(path: Path, step: str) -> dict:
@@ -80,13 +80,10 @@ def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval
         "pixel_offset": float(-in_zero * in_scale),
         "pixels": "grayscale (OpenCV BGR2GRAY, BT.601 weights), 0..255, no normalisation on the device",
         "crop": {
-            "scale": crop["scale"],
-            "center_offset": crop["center_offset"],
-            "align_eyes": True,
             "how": ("square of side scale*max(box w, box h) centred on the detector box centre moved by "
-                    "center_offset * max(w, h) (x right, y down), rotated so the BlazeFace eye keypoints are "
-                    "level, area-resized to input_size"),
-            "fitted_with": crop["fitted_with"],
+                    "center_offset * max(w, h) (x right, y down), rotated so the eye keypoints are level when "
+                    "align_eyes, area-resized to input_size; one convention per detector kind"),
+            "by_detector": crop["by_detector"],
         },
         "data": {name: {"sha256": digest} for name, digest in data.items()},
         "training": {

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,10 +11,13 @@ import pytest
 
 from edge_fer import LABELS
 from edge_fer.classify import ExpressionClassifier, crop_face
-from edge_fer.detect import build_detector
+from edge_fer.detect import DETECTOR_KINDS, build_detector
 from edge_fer.errors import ModelError
 from edge_fer.model_card import PACKAGED_MODEL, load_card, sha256_file
 from fixtures_media import place_face
+from quantize.data import load_ferplus
+
+MINI = Path(__file__).parent / "data" / "mini"
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +55,20 @@ def _copy_model(tmp_path, edit=None):
     (lambda c: c.update(input_size=[64, 64]), "its card says uint8 \\(1, 64, 64, 1\\)"),
     (lambda c: c.update(input_size=[48, 64]), "feeds square grayscale crops.*input_size \\[48, 64\\]"),
     (lambda c: c.update(channels=3), "feeds square grayscale crops.*channels 3"),
-    (lambda c: c["crop"].update(scale=0), "feeds square grayscale crops.*crop scale 0"),
+    (lambda c: c["crop"]["by_detector"]["haar"].update(scale=0), "feeds square grayscale crops.*'haar': 0"),
+    (lambda c: c.update(crop={"scale": 1.2, "center_offset": [0, -0.1], "align_eyes": True}),
+     "one crop convention for every detector .* crop-fit"),
 ])
 def test_a_card_that_does_not_fit_the_model_is_refused(tmp_path, edit, match):
     with pytest.raises(ModelError, match=match):
         ExpressionClassifier(_copy_model(tmp_path, edit))
+
+
+def test_a_detector_the_card_fitted_no_crop_for_is_refused_with_the_fix(tmp_path):
+    model = _copy_model(tmp_path, lambda c: c["crop"]["by_detector"].pop("haar"))
+    ExpressionClassifier(model, detector="blazeface-full")
+    with pytest.raises(ModelError, match="no crop convention for detector 'haar'.*crop-fit"):
+        ExpressionClassifier(model, detector="haar")
 
 
 def test_a_model_without_its_card_is_refused(tmp_path):
@@ -65,13 +78,41 @@ def test_a_model_without_its_card_is_refused(tmp_path):
         ExpressionClassifier(model)
 
 
+CROP_SIDE_TOLERANCE = 0.05  # crop side vs the face's true side; the wrong detector's convention is 13-16% off
+CROP_CENTRE_TOLERANCE = 0.025  # in face sides; the wrong convention puts it 0.04-0.10 off vertically
+
+
+@pytest.mark.parametrize("kind", DETECTOR_KINDS)
+def test_each_detector_crops_real_faces_where_the_training_crop_was(kind):
+    """Held-out faces (the PrivateTest fixture) pasted at a known square into a 640x480 frame: the
+    crop each detector's convention makes must land on that square, which is the training crop."""
+    card = load_card(PACKAGED_MODEL)
+    detector = build_detector(kind, score_threshold=0.6, min_face_px=40, max_faces=1)
+    side, (left, top) = 192, (224, 144)
+    sides, dx, dy = [], [], []
+    for face in load_ferplus(MINI, "PrivateTest").images:
+        frame = np.full((480, 640), 128, np.uint8)
+        frame[top:top + side, left:left + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+        found = detector.detect(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+        if found:
+            x, y, w, h = found[0].box
+            crop, box = card.crop_for(kind), max(w, h)
+            sides.append(crop.scale * box / side)
+            dx.append((x + w / 2 + crop.center_offset[0] * box - (left + side / 2)) / side)
+            dy.append((y + h / 2 + crop.center_offset[1] * box - (top + side / 2)) / side)
+    assert len(sides) >= 40, f"{kind} found only {len(sides)} faces"
+    assert abs(np.median(sides) - 1) <= CROP_SIDE_TOLERANCE, f"{kind}: crop side {np.median(sides):.3f} of the face's"
+    assert abs(np.median(dx)) <= CROP_CENTRE_TOLERANCE and abs(np.median(dy)) <= CROP_CENTRE_TOLERANCE, \
+        f"{kind}: crop centre off by ({np.median(dx):.3f}, {np.median(dy):.3f}) face sides"
+
+
 def test_crop_is_eye_levelled_so_a_tilted_face_gives_the_upright_crop(astronaut_bgr, detector, classifier):
     def crop(angle: float, level: bool) -> np.ndarray:
         frame = place_face(astronaut_bgr, (640, 480), 0.4, angle=angle)
         (face,) = detector.detect(frame)
         if not level:
             face = face.__class__(face.box, face.score, None)
-        return crop_face(frame, face, classifier.card).astype(np.float32).ravel()
+        return crop_face(frame, face, classifier.crop, classifier.card.input_size).astype(np.float32).ravel()
 
     upright = crop(0.0, level=True)
     for angle in (25.0, -25.0):
@@ -93,7 +134,7 @@ def test_several_faces_go_through_as_one_batch_with_the_same_result(astronaut_bg
 
 def test_mirrored_view_is_the_flipped_crop_and_a_still_averages_both(astronaut_bgr, detector, classifier):
     faces = detector.detect(astronaut_bgr)
-    (crop,) = [crop_face(astronaut_bgr, f, classifier.card) for f in faces]
+    (crop,) = [crop_face(astronaut_bgr, f, classifier.crop, classifier.card.input_size) for f in faces]
     (plain,) = classifier.classify(astronaut_bgr, faces)
     (mirrored,) = classifier.classify(astronaut_bgr, faces, mirrored=True)
     np.testing.assert_array_equal(mirrored.probabilities, classifier.classify_crops(crop[None, :, ::-1])[0].probabilities)
@@ -127,7 +168,7 @@ def test_the_pipeline_shows_the_mirrored_view_on_every_other_frame(astronaut_bgr
     for i in range(4):
         pipeline.step(Frame(astronaut_bgr, float(i) / 15, i), 1e9 + i / 15)
     (face,) = detector.detect(astronaut_bgr)
-    crop = crop_face(astronaut_bgr, face, classifier.card)
+    crop = crop_face(astronaut_bgr, face, classifier.crop, classifier.card.input_size)
     for i, crops in enumerate(seen):
         np.testing.assert_array_equal(crops[0], crop[:, ::-1] if i % 2 else crop)
 
