@@ -306,10 +306,21 @@ def _parse(value: Any, kind: type) -> Any:
         return value
 
 
+def _redact_strings(value: Any) -> Any:
+    """``value`` with every camera-URL password hidden, however deep a mistyped value nests it."""
+    if isinstance(value, str):
+        return redact_uri(value)
+    if isinstance(value, (list, tuple)):
+        return [_redact_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_strings(v) for k, v in value.items()}
+    return value
+
+
 def _check_value(path: str, value: Any, f: Any, kind: type, origin: str) -> tuple[Any, str | None]:
     """Return the value in the key's type, or a message naming what is allowed."""
     meta = f.metadata
-    shown = REDACTED if meta["secret"] else json.dumps(value, default=str)
+    shown = REDACTED if meta["secret"] else json.dumps(_redact_strings(value), default=str)
     where = f"{path} = {shown} ({origin})"
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         try:

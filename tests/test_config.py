@@ -197,11 +197,26 @@ def test_example_config_lists_every_key_with_its_default():
     ("/dev/video0", "/dev/video0"),
     ("picamera:1", "picamera:1"),
     ("clips/a:b@c.mp4", "clips/a:b@c.mp4"),
+    # urlsplit sees no password when it holds '#', '?' or '/': the user part runs to the last '@'
+    ("rtsp://admin:pa#ss@cam/x", "rtsp://admin:***@cam/x"),
+    ("rtsp://admin:p/a?ss@cam:554/x?ch=1", "rtsp://admin:***@cam:554/x?ch=1"),
+    # cheap IP cameras take their credentials in the query
+    ("http://cam/videostream.cgi?user=admin&pwd=s3cret", "http://cam/videostream.cgi?user=admin&pwd=***"),
+    ("http://cam/v.cgi?loginuse=admin&loginpas=s3cret&res=32", "http://cam/v.cgi?loginuse=admin&loginpas=***&res=32"),
+    ("https://cdn/live.m3u8?token=abc123#t=5", "https://cdn/live.m3u8?token=***#t=5"),
 ])
 def test_a_camera_url_password_is_redacted(uri, shown):
     from edge_fer.redact import redact_uri
 
     assert redact_uri(uri) == shown
+
+
+def test_a_mistyped_camera_url_is_reported_without_its_password(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[source]\nuri = ["rtsp://admin:CamPa55word@10.0.0.5/stream"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(config, {}, {})
+    assert "CamPa55word" not in str(err.value) and "rtsp://admin:***@10.0.0.5/stream" in str(err.value)
 
 
 def test_check_config_never_shows_a_camera_password():
