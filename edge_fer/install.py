@@ -63,13 +63,43 @@ def default_executable() -> Path:
     return Path(os.path.abspath(found))
 
 
-def check_executable(executable: Path) -> None:
+def runtime_paths(executable: Path) -> list[tuple[str, str]]:
+    """Every file the service's ExecStart= needs, as (what, path): the console script, where its
+    symlinks lead, the interpreter its ``#!`` line names and where that leads, and the base Python
+    a venv was made from (``home`` in pyvenv.cfg). A pyenv or /home Python behind a venv under
+    /opt is as hidden from the service as the venv itself would be."""
+    found = [("console script", str(executable))]
+
+    def add(what: str, path: str) -> None:
+        if path and path not in (p for _, p in found):
+            found.append((what, path))
+
+    if executable.is_file():
+        add("console script target", os.path.realpath(executable))
+        with open(executable, "rb") as f:
+            first = f.readline(512).decode(errors="replace")
+        if first.startswith("#!") and first[2:].split():
+            interpreter = first[2:].split()[0]
+            add("its interpreter", interpreter)
+            add("its interpreter's target", os.path.realpath(interpreter))
+            venv_cfg = Path(interpreter).parent.parent / "pyvenv.cfg"
+            if venv_cfg.is_file():
+                for line in venv_cfg.read_text(errors="replace").splitlines():
+                    key, _, value = line.partition("=")
+                    if key.strip() == "home":
+                        add("its venv's base Python", value.strip())
+    return found
+
+
+def check_executable(executable: Path, hidden: tuple[str, ...] = HIDDEN_PREFIXES) -> None:
     text = str(executable)
     if not SAFE_PATH.fullmatch(text):
         raise InstallError(f"executable must be an absolute path of letters, digits and /._+-: {text!r}")
-    if text.startswith(HIDDEN_PREFIXES):
-        raise InstallError(f"{text} is hidden from the service (ProtectHome=, PrivateTmp=); "
-                           "install edge-fer under /opt or /usr/local")
+    for what, path in runtime_paths(executable):
+        if (path.rstrip("/") + "/").startswith(hidden):
+            raise InstallError(f"{text}: {what} {path} is hidden from the service (ProtectHome=, PrivateTmp=); "
+                               "install edge-fer in a venv under /opt or /usr/local made from a system Python "
+                               "(e.g. /usr/bin/python3 -m venv /opt/edge-fer/venv)")
 
 
 def systemd_running() -> bool:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_fer.install import HIDDEN_PREFIXES, UNIT_EXEC_PLACEHOLDER, InstallError, install_service, packaged
+from edge_fer.install import (HIDDEN_PREFIXES, UNIT_EXEC_PLACEHOLDER, InstallError, check_executable, install_service,
+                              packaged)
 from edge_fer.service import FIRST_FRAME_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,15 +203,32 @@ def test_install_without_a_console_script_says_how_to_get_one(tmp_path, monkeypa
 
 def test_the_install_service_command_installs_this_installations_console_script(tmp_path):
     """`edge-fer install-service` as users run it: the unit runs the console script beside this
-    interpreter, unless that lives where the sandbox hides it (a venv under /home or /tmp)."""
+    interpreter, unless it or the Python behind it lives where the sandbox hides it (a venv under
+    /home or /tmp, a pyenv Python under /root)."""
     script = Path(sys.executable).with_name("edge-fer")
     root = tmp_path / "root"
     result = subprocess.run([str(script), "install-service", "--root", str(root)], capture_output=True, text=True,
                             timeout=60)
-    if str(script).startswith(HIDDEN_PREFIXES):
+    behind = [str(script), os.path.realpath(sys.executable), sys.base_prefix + "/"]
+    if any(p.startswith(HIDDEN_PREFIXES) for p in behind):
         assert result.returncode == 1 and "is hidden from the service" in result.stderr, result.stderr
         assert not (root / "etc/systemd/system/edge-fer.service").exists()
     else:
         assert result.returncode == 0, result.stderr
         unit = (root / "etc/systemd/system/edge-fer.service").read_text()
         assert values("ExecStart", unit) == [f"{script} run"]
+
+
+def test_a_venv_whose_python_the_sandbox_hides_is_refused_naming_it(tmp_path):
+    """A venv under /opt made from a pyenv Python under /root: its bin/python is a symlink into
+    /root, which ProtectHome= hides, so the service would fail with 203/EXEC."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /root/.pyenv/versions/3.11.7/bin\n")
+    python = venv / "bin" / "python"
+    python.symlink_to("/root/.pyenv/versions/3.11.7/bin/python3.11")
+    script = venv / "bin" / "edge-fer"
+    script.write_text(f"#!{python}\nimport sys\n")
+    check_executable(script, hidden=("/home/",))  # nothing of it under /home
+    with pytest.raises(InstallError, match="interpreter's target /root/.pyenv/versions/3.11.7/bin/python3.11 is hidden"):
+        check_executable(script, hidden=("/root/",))
