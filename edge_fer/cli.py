@@ -171,6 +171,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fatal(text: str) -> None:
+    """The line that says why the process ends; in the journal at error priority (``<3>``), or
+    ``journalctl -p err`` would miss the one line that explains a failed start."""
+    from edge_fer.logsetup import stderr_is_journal
+
+    print(("<3>" if stderr_is_journal() else "") + text, file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from edge_fer.logsetup import setup_logging
@@ -180,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"config error: {problem}", file=sys.stderr)
+            _fatal(f"config error: {problem}")
         return EXIT_USAGE
     except (ModelError, PublishError) as exc:  # a bad model or TLS file: a restart cannot fix it
-        print(f"error: {exc}", file=sys.stderr)
+        _fatal(f"error: {exc}")
         return EXIT_USAGE
     except (SourceError, EdgeFerError) as exc:  # a camera absent at start may appear: let systemd retry
-        print(f"error: {exc}", file=sys.stderr)
+        _fatal(f"error: {exc}")
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK

@@ -109,13 +109,25 @@ class Notifier:
         return self.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
 
-def watchdog_interval_s() -> float | None:
-    """Ping interval from $WATCHDOG_USEC; None when unset, zero, or $WATCHDOG_PID names another process."""
+def watchdog_timeout_s() -> float | None:
+    """systemd's WatchdogSec= as $WATCHDOG_USEC gives it; None when unset, zero, or when
+    $WATCHDOG_PID names another process (then the watchdog is someone else's: said once)."""
     usec = os.environ.get("WATCHDOG_USEC", "")
     owner = os.environ.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0 or (owner and owner != str(os.getpid())):
+    if not usec.isdigit() or int(usec) == 0:
         return None
-    return int(usec) / 1e6 * WATCHDOG_PING_FRACTION
+    if owner and owner != str(os.getpid()):
+        log.warning("WATCHDOG_PID=%s is not this process (%d): not pinging systemd's watchdog, which will "
+                    "kill the service after %.0f s; run edge-fer as the unit's main process (no wrapper script), "
+                    "or set NotifyAccess=all", owner, os.getpid(), int(usec) / 1e6)
+        return None
+    return int(usec) / 1e6
+
+
+def watchdog_interval_s() -> float | None:
+    """Ping interval: WATCHDOG_PING_FRACTION of the timeout; None without a watchdog."""
+    timeout = watchdog_timeout_s()
+    return None if timeout is None else timeout * WATCHDOG_PING_FRACTION
 
 
 class Watchdog:

@@ -21,7 +21,7 @@ from edge_fer.classify import ExpressionClassifier
 from edge_fer.config import DEFAULT_CONFIG_PATH, Config
 from edge_fer.detect import build_detector
 from edge_fer.errors import ConfigError, EdgeFerError
-from edge_fer.health import Notifier, Watchdog
+from edge_fer.health import WATCHDOG_PING_FRACTION, Notifier, Watchdog, watchdog_timeout_s
 from edge_fer.logsetup import setup_logging
 from edge_fer.messages import FrameResult, PipelineStats
 from edge_fer.model_card import PACKAGED_MODEL
@@ -49,6 +49,7 @@ EXIT_OK, EXIT_FAILURE = 0, 1
 REASON_FAILURE, REASON_ENDED, REASON_LIMIT, REASON_RELOAD = ("pipeline failure", "source ended", "run limit",
                                                              "reload")
 REASON_OUTPUT_LOST = "output lost"
+STATUS_NO_PICTURE = "no picture from the camera"
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,24 @@ class _Rate:
         return self.frames / elapsed if elapsed >= MIN_RATE_WINDOW_S else self.previous_fps
 
 
+def check_fits_watchdog(cfg: Config) -> None:
+    """Pings follow processed frames, so a source paced slower than systemd's watchdog would get a
+    healthy daemon killed between frames, forever: refused. A stall timeout longer than it still
+    recovers, by a restart instead of a reconnect: said."""
+    timeout = watchdog_timeout_s()
+    if timeout is None:
+        return
+    budget = timeout * WATCHDOG_PING_FRACTION  # room left for a frame's own jitter
+    if cfg.source.fps and 1 / cfg.source.fps > budget:
+        raise ConfigError(f"source.fps = {cfg.source.fps:g} gives a frame every {1 / cfg.source.fps:g} s, but the "
+                          f"unit's watchdog (WatchdogSec={timeout:g}) kills the service after {timeout:g} s without "
+                          f"one: set source.fps to at least {1 / budget:g}, or raise WatchdogSec= "
+                          "(systemctl edit edge-fer)")
+    if cfg.source.stall_timeout_s > budget:
+        log.warning("source.stall_timeout_s = %g is over half the unit's WatchdogSec=%g: a stalled camera is "
+                    "restarted by the watchdog before it is reconnected", cfg.source.stall_timeout_s, timeout)
+
+
 class Daemon:
     def __init__(self, cfg: Config, limits: RunLimits = RunLimits(), reload: Callable[[], Config] | None = None):
         self.cfg = cfg
@@ -148,6 +167,7 @@ class Daemon:
         self._stop_at: float | None = None  # monotonic time of the stop signal
         self._dropped_before = 0  # dropped frames of sources closed by a reload
         self._ready = False  # READY=1 sent: the first frame was processed
+        self._status = ""  # the last STATUS= sent, repeated with a reload's READY=1
         self.frames = 0
         self._hup = False
         self.notifier = Notifier()
@@ -169,6 +189,7 @@ class Daemon:
 
     # --- start-up / reload -----------------------------------------------------------------
     def _start(self) -> None:
+        check_fits_watchdog(self.cfg)
         self.pipeline = build_pipeline(self.cfg)
         log.info("model %s on %s, detector %s", self.cfg.classifier.model or PACKAGED_MODEL.name,
                  self.pipeline.classifier.backend, self.cfg.detector.kind)
@@ -212,6 +233,7 @@ class Daemon:
         self.notifier.reloading()
         try:  # build the new parts first: a part that fails leaves all of the old ones running
             new = self._reload()
+            check_fits_watchdog(new)
             changed = {name for name in ("source", "detector", "classifier", "tracker", "mqtt", "homeassistant",
                                          "privacy", "service") if getattr(new, name) != getattr(self.cfg, name)}
             pipeline = build_pipeline(new) if changed & {"detector", "classifier", "tracker"} else None
@@ -238,7 +260,7 @@ class Daemon:
             self.cfg = new
             log.info("SIGHUP: config reloaded (changed: %s)", ", ".join(sorted(changed)) or "nothing")
         if self._ready:  # before the first frame, READY=1 waits for it
-            self.notifier.ready(self._status_text(0.0, 0))
+            self.notifier.ready(self._status)
 
     def _reopen_source(self, new: Config) -> None:
         """Close the old source first: a camera (libcamera, V4L2) has one owner at a time. If the
@@ -264,10 +286,9 @@ class Daemon:
 
     def _status_text(self, fps: float, faces: int) -> str:
         """systemd's STATUS= (`systemctl status`, readable by any local user): in aggregate mode a
-        live face count is exactly what the mode holds back below k_min."""
-        if self.cfg.privacy.mode == "aggregate":
-            return f"fps={fps:.1f}"
-        return f"fps={fps:.1f} faces={faces}"
+        live face count is exactly what the mode holds back below k_min. Kept for a reload's READY=1."""
+        self._status = f"fps={fps:.1f}" if self.cfg.privacy.mode == "aggregate" else f"fps={fps:.1f} faces={faces}"
+        return self._status
 
     def _stats(self, rate: _Rate, now: float, started: float) -> PipelineStats:
         return PipelineStats(
@@ -320,6 +341,8 @@ class Daemon:
                         # and the retained state stops claiming a face while the camera is away.
                         self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
                         faces = 0
+                        self._status = STATUS_NO_PICTURE
+                        self.notifier.status(STATUS_NO_PICTURE)
                     continue
                 picture.frame(now)
                 result = self.pipeline.step(frame, time.time())

@@ -38,7 +38,7 @@ from mqtt_broker import HeldRelay
 
 from edge_fer.capture.latest import READ_TIMEOUT_S, RECONNECT_INITIAL_S
 from edge_fer.health import STATUS_INTERVAL_S, WATCHDOG_PING_FRACTION
-from edge_fer.service import FIRST_FRAME_TIMEOUT_S
+from edge_fer.service import FIRST_FRAME_TIMEOUT_S, STATUS_NO_PICTURE
 from edge_fer.model_card import PACKAGED_MODEL, card_path_for
 
 WATCHDOG_USEC = 2_000_000  # 2 s: pings every second
@@ -187,6 +187,7 @@ def test_stalled_camera_stops_watchdog_pings_until_frames_return(spawn, dirs, no
     away = daemon.messages(since=paused)
     assert [m["payload"]["event"] for m in away if m["topic"].endswith("/expression")] == ["gone"], away
     assert [m["payload"]["faces"] for m in away if m["topic"].endswith("/state")][-1:] == [0], away
+    assert [n.fields["STATUS"] for n in notify.with_var("STATUS", after=paused)][-1:] == [STATUS_NO_PICTURE]
     camera.resume()
     back = notify.wait_var("WATCHDOG", "1", after=resumed, timeout=WAIT_S)
     reopened = daemon.wait_log(r"capture http://\S+: reopened", after=resumed)
@@ -425,12 +426,17 @@ def test_sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid(spawn
     assert late and not [m for m in late if m["topic"].endswith("/expression")], "labels after presence mode"
     assert {m["payload"]["mode"] for m in late if m["topic"].endswith("/state")} <= {"presence"}
 
+    periodic = notify.wait_note(lambda n: "STATUS" in n.fields and "READY" not in n.fields, after=ready.at,
+                                timeout=STATUS_INTERVAL_S + WAIT_S)
     for broken in ('[tracker]\niou_match = 7.0\n', '[source\nuri = "x"\n'):
         daemon.config_path.write_text(broken)
         hup = daemon.signal(signal.SIGHUP)
         rejected = daemon.wait_log(r"SIGHUP: new config rejected, still running on the old one", after=hup)
         reloading = notify.wait_var("RELOADING", "1", after=hup)
-        notify.wait_var("READY", "1", after=reloading.at)
+        back = notify.wait_var("READY", "1", after=reloading.at)
+        # `systemctl status` keeps showing the running figures, not a reset "fps=0.0"
+        assert re.fullmatch(r"fps=(\d+\.\d) faces=\d", back.fields["STATUS"]) and \
+            not back.fields["STATUS"].startswith("fps=0.0"), (back.fields, periodic.fields)
         stats = daemon.wait_messages(lambda m: len(m) >= 2, "stats", since=rejected)
         assert {s["payload"]["privacy"] for s in stats} == {"presence"}
     log = daemon.log()

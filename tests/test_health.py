@@ -150,6 +150,35 @@ def test_watchdog_is_off_unless_meant_for_this_process(env, listener, monkeypatc
     assert listener.pending() == 0
 
 
+def test_a_watchdog_meant_for_another_process_is_said_with_the_fix(monkeypatch, caplog):
+    """systemd would kill the service at WatchdogSec= with nothing in the journal to say why."""
+    monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
+    monkeypatch.setenv("WATCHDOG_PID", "1")
+    with caplog.at_level(logging.WARNING, logger="edge_fer.health"):
+        assert Watchdog(Notifier()).interval_s is None
+    assert "WATCHDOG_PID=1 is not this process" in caplog.text and "kill the service after 30 s" in caplog.text
+
+
+@pytest.mark.parametrize("fps, refused", [(0.01, True), (1 / 20, True), (1 / 14, False), (0.0, False), (15.0, False)])
+def test_a_source_paced_slower_than_the_watchdog_is_refused_with_the_fix(fps, refused, monkeypatch):
+    """Pings follow frames: one every 20 s under WatchdogSec=30 leaves no room for a frame's jitter,
+    one every 100 s would get a healthy daemon killed between frames, for ever."""
+    from edge_fer.config import Config, SourceConfig
+    from edge_fer.errors import ConfigError
+    from edge_fer.service import check_fits_watchdog
+
+    monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    cfg = Config(source=SourceConfig(fps=fps))
+    if refused:
+        with pytest.raises(ConfigError, match=rf"source.fps = {fps:g} .*WatchdogSec=30.*at least 0.0666667"):
+            check_fits_watchdog(cfg)
+    else:
+        check_fits_watchdog(cfg)
+    monkeypatch.delenv("WATCHDOG_USEC")
+    check_fits_watchdog(cfg)  # no watchdog, nothing to fit
+
+
 def test_status_line_is_refreshed_every_interval_of_frames(listener, monkeypatch):
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)  # STATUS= only, no pings to sort out
     watchdog = Watchdog(Notifier())

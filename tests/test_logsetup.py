@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +72,21 @@ def test_stderr_connected_to_the_journal_gets_priority_prefixes(monkeypatch, no_
         lines = handler.format(record(logging.ERROR, "capture failed", sys.exc_info())).splitlines()
     assert lines[0] == "<3>edge_fer.test: capture failed"
     assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)  # traceback keeps priority
+
+
+def test_the_line_that_ends_a_failed_start_is_an_error_in_the_journal(tmp_path):
+    """check-config (the unit's ExecStartPre) on a bad config: `journalctl -p err` must show why."""
+    config = tmp_path / "bad.toml"
+    config.write_text("[source]\nfps = -1\n")
+    err = tmp_path / "stderr"
+    with err.open("wb") as out:
+        stat = os.fstat(out.fileno())
+        env = {k: v for k, v in os.environ.items() if k not in ("INVOCATION_ID", "NOTIFY_SOCKET")}
+        env["JOURNAL_STREAM"] = f"{stat.st_dev}:{stat.st_ino}"
+        rc = subprocess.run([str(Path(sys.executable).with_name("edge-fer")), "check-config", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=out, env=env, timeout=60).returncode
+    lines = err.read_text().splitlines()
+    assert rc == 2 and any(line.startswith("<3>config error: source.fps = -1") for line in lines), lines
 
 
 def test_a_journal_stream_of_another_file_is_not_the_journal(monkeypatch):

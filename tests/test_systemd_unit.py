@@ -140,7 +140,8 @@ def test_unit_declares_the_service_contract():
         assert values(key, unit) == [value], key
     assert values("ExecStartPre", unit) == [f"{UNIT_EXEC_PLACEHOLDER} check-config"]
     assert values("ExecStart", unit) == [f"{UNIT_EXEC_PLACEHOLDER} run"]
-    assert values("ExecReload", unit) == ["/bin/kill -HUP $MAINPID"]
+    # a bad config fails `systemctl reload` before the daemon is signalled
+    assert values("ExecReload", unit) == [f"{UNIT_EXEC_PLACEHOLDER} check-config", "/bin/kill -HUP $MAINPID"]
     assert set(values("DeviceAllow", unit)) == {"char-video4linux rw", "char-media rw", "char-dma_heap rw"}
     assert {"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"} <= set(values("Environment", unit)[0].split())
     assert values("LoadCredential", unit) == ["mqtt_password:edge-fer.mqtt_password"]
