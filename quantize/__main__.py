@@ -23,6 +23,7 @@ from edge_fer.model_card import PACKAGED_MODEL
 from quantize.data import DataError
 from quantize.errors import StepError
 from quantize.model import BASE_WIDTH
+from quantize.train import AUGMENTATIONS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,7 +41,8 @@ def _train(a) -> None:
 
     train(TrainConfig(data=a.data, out=a.out, epochs=a.epochs, batch=a.batch, lr=a.lr, seed=a.seed,
                       time_budget_min=a.time_budget, limit=a.limit, init=a.init, resume=a.resume,
-                      teacher=a.teacher or [], fer2013_labels=a.fer2013_labels, base_width=a.base_width))
+                      teacher=a.teacher or [], fer2013_labels=a.fer2013_labels, base_width=a.base_width,
+                      augment=a.augment))
 
 
 def _command(step: str, *flags: tuple[str, object]) -> str:
@@ -130,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="matched: FER2013 labels carried to FER+'s sharp copies of the faces (default); "
                         "as-given: FER2013's own (blurred) Training images as a second view; "
                         "none: FER+'s vote distributions alone")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=AUGMENTATIONS[0],
+                   help="camera: shift, zoom, rotation, blur, brightness/contrast and mirror (default); "
+                        "mirror: the mirror image only, for a short low-rate stage after --init that lets "
+                        "the net fit the faces the camera augmentation kept it from")
 
     p = step("convert", _convert, "convert to float and full-int8 TFLite, verify with the interpreter")
     p.add_argument("--model", default=f"{TRAIN_DIR}/model.keras", help="the trained Keras model")

@@ -165,6 +165,8 @@ def train_command(record: dict) -> str:
         args += ["--time-budget", str(config["time_budget_min"])]
     if config.get("limit"):
         args += ["--limit", str(config["limit"])]
+    if config.get("augment", "camera") != "camera":
+        args += ["--augment", config["augment"]]
     if config.get("base_width", BASE_WIDTH) != BASE_WIDTH:
         args += ["--base-width", str(config["base_width"])]
     if config.get("init"):

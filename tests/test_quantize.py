@@ -241,10 +241,13 @@ def test_a_run_started_from_init_resumes_with_the_same_command(tiny_run, tmp_pat
     """The README's rule: the same command plus --resume, --init included."""
     from quantize.__main__ import main
 
-    command = ["train", *TINY, "--out", str(tmp_path / "stage2"), "--init", str(tiny_run / "model.keras")]
+    command = ["train", *TINY, "--out", str(tmp_path / "stage2"), "--init", str(tiny_run / "model.keras"),
+               "--augment", "mirror"]
     assert main([*command, "--time-budget", "0.0001"]) == 0
     assert main([*command, "--resume"]) == 0
-    assert [r["epoch"] for r in json.loads((tmp_path / "stage2" / "train.json").read_text())["history"]] == [1, 2]
+    record = json.loads((tmp_path / "stage2" / "train.json").read_text())
+    assert [r["epoch"] for r in record["history"]] == [1, 2] and record["config"]["augment"] == "mirror"
+    assert main([*command[:-1], "camera", "--resume"]) == 2  # another augmentation is another run
 
 
 @pytest.mark.train
@@ -394,7 +397,7 @@ def test_the_card_lists_every_training_command_in_the_order_they_must_run(tmp_pa
 
     first = run("first")
     wide = run("wide", base_width=64, resume=True, limit=500)
-    second = run("second", init=str(first), epochs_run=2)
+    second = run("second", init=str(first), epochs_run=2, augment="mirror")
     student = run("student", init=str(second), teacher=[str(wide), str(second)])
     records = training_stages(student.parent, {})
     stages = [r["command"] for r in records]
@@ -403,6 +406,7 @@ def test_the_card_lists_every_training_command_in_the_order_they_must_run(tmp_pa
     assert "--base-width 64" in stages[2] and "--resume" not in stages[2]
     assert "--time-budget" not in stages[0]  # ran all its epochs: the budget is no part of the recipe
     assert "--time-budget 80.0" in stages[1]  # the budget ended it at epoch 2 of 3
+    assert "--augment mirror" in stages[1] and "--augment" not in stages[0]  # camera, the default, is implied
     assert f"--init {second} --teacher {wide} --teacher {second}" in stages[3]
     assert "--limit 500" in stages[2] and "--limit" not in stages[3]
     assert [r["wall_seconds"] for r in records] == [100, 300, 200, 400]  # each stage once, teachers included
