@@ -18,7 +18,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage import data
+
+try:
+    from skimage import data
+except ImportError:
+    raise SystemExit("the bench frames are scikit-image's photos: pip install -e '.[bench]'") from None
 
 RESOLUTIONS = ((640, 480), (1280, 720))
 FACE_COUNTS = (0, 1, 3)
@@ -46,7 +50,6 @@ class FrameSet:
     width: int
     height: int
     faces: int
-    frames: int
 
 
 def _wave(spec: tuple[float, float, int, float], t: float) -> float:
@@ -116,7 +119,7 @@ def build_frame_sets(out_dir: str | Path, frames: int = FRAMES) -> list[FrameSet
                 writer.write(render(width, height, faces, i, frames))
             writer.release()
             sets.append(FrameSet(f"{width}x{height} {faces} face{'s' if faces != 1 else ''}", path, width, height,
-                                 faces, frames))
+                                 faces))
     return sets
 
 
@@ -125,6 +128,8 @@ def main() -> None:
     parser.add_argument("--out", default="build/bench-frames")
     parser.add_argument("--frames", type=int, default=FRAMES)
     args = parser.parse_args()
+    if args.frames < 1:
+        parser.error(f"--frames {args.frames}: a video needs at least 1 frame")
     for s in build_frame_sets(args.out, args.frames):
         print(f"{s.name}: {s.path}")
 

@@ -1,14 +1,16 @@
 """Issue 3: the whole pipeline, edge-fer vs the `fer` package's, on the same videos, 1 thread.
 
     bash bench/setup_peer_venv.sh                  # once: the peer's own venv (TensorFlow)
-    python bench/pipeline_fps.py --out bench/results/pipeline_fps.json
+    python bench/pipeline_fps.py --out bench/results/pipeline_fps.json   # the committed figures
+    python bench/pipeline_fps.py --frames 30     # a quick check; writes build/bench-results/pipeline_fps.json
 
 For every frame set of bench/frames.py (640x480 and 1280x720; 0, 1 and 3 faces), each pipeline
 runs in its own process (bench/pipeline_worker.py): ours in this interpreter, the peer,
 FER(use_tflite=True), in the peer venv. Both use 1 TFLite thread and cv2.setNumThreads(1).
 Figures: fps of the per-frame step (detect + classify + track; decoding is reported apart as
 capture), per-stage ms, CPU ms per frame, peak RSS, and seconds from launching the process to its
-first result. Ours runs a second time with ``classifier.max_rate_hz = CAPPED_RATE_HZ``, the Pi 4
+first result (after one discarded launch of each pipeline, so that no figure includes reading
+the packages from a cold disk cache). Ours runs a second time with ``classifier.max_rate_hz = CAPPED_RATE_HZ``, the Pi 4
 setting the README suggests, to measure what the cap saves. MACs per frame of our detector and
 classifier are counted from their graphs.
 """
@@ -25,7 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import RESULTS_DIR, cpu_model, print_table  # noqa: E402
 from bench.frames import FACE_COUNTS, FRAMES, FrameSet, build_frame_sets  # noqa: E402
+from bench.inputs import check_model  # noqa: E402
 from bench.tflite_macs import count_macs  # noqa: E402
 from edge_fer.config import DetectorConfig  # noqa: E402
 from edge_fer.detect.blazeface import MODELS_DIR, SPECS  # noqa: E402
@@ -58,14 +62,13 @@ def run_worker(python: str, pipeline: str, video: Path, model: str, warmup: int,
     return figures
 
 
-def cpu_model() -> str:
-    """The CPU's name (x86 "model name") or the board's (Raspberry Pi "Model") from /proc/cpuinfo."""
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
-    except OSError:
-        fields = {}
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return fields.get("model name") or fields.get("Model") or platform.machine()
+def warm_disk_cache(peer_python: str, frame_set: FrameSet, model: str, warmup: int) -> None:
+    """One launch of each pipeline whose figures are thrown away. The first launch after a while
+    reads the interpreter packages and models from disk: in bench/results/pipeline_fps.json (run
+    without this) the peer's first launch took 4.93 s to its first result and its five others
+    2.34-3.28 s. That is the disk, not what a pipeline costs to start."""
+    run_worker(sys.executable, "ours", frame_set.path, model, warmup)
+    run_worker(peer_python, "peer", frame_set.path, model, warmup)
 
 
 def pipeline_macs(model: str) -> dict:
@@ -105,15 +108,6 @@ def table_row(name: str, ours: dict, capped: dict, peer: dict, ratio: float, mar
     }
 
 
-def print_table(rows: list[dict[str, str]]) -> None:
-    columns = list(rows[0])
-    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in columns]
-    print(" | ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    print("-|-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(r[c].ljust(w) for c, w in zip(columns, widths)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(PACKAGED_MODEL), help="our expression model (its card beside it)")
@@ -122,15 +116,21 @@ def main() -> None:
     parser.add_argument("--frames-dir", default="build/bench-frames", help="where the videos are written")
     parser.add_argument("--frames", type=int, default=FRAMES, help="frames per video")
     parser.add_argument("--warmup", type=int, default=5, help="frames after the first left out of the figures")
-    parser.add_argument("--out", default="bench/results/pipeline_fps.json")
+    parser.add_argument("--out", default=str(RESULTS_DIR / "pipeline_fps.json"))
     args = parser.parse_args()
+    if args.warmup < 0 or args.frames < args.warmup + 2:
+        parser.error(f"--frames {args.frames} with --warmup {args.warmup}: need --warmup >= 0 and "
+                     "--frames >= --warmup + 2 (the first frame and the warm-up are not measured)")
     if not Path(args.peer_python).is_file():
-        raise SystemExit(f"{args.peer_python} not found: run bash bench/setup_peer_venv.sh first")
+        raise SystemExit(f"--peer-python {args.peer_python} not found: run bash bench/setup_peer_venv.sh first")
+    check_model(args.model)
 
     load_before = os.getloadavg()
     macs = pipeline_macs(args.model)
+    frame_sets = build_frame_sets(args.frames_dir, args.frames)
+    warm_disk_cache(args.peer_python, frame_sets[0], args.model, args.warmup)
     results, rows = [], []
-    for frame_set in build_frame_sets(args.frames_dir, args.frames):
+    for frame_set in frame_sets:
         ours = run_worker(sys.executable, "ours", frame_set.path, args.model, args.warmup)
         capped = run_worker(sys.executable, "ours", frame_set.path, args.model, args.warmup, CAPPED_RATE_HZ)
         peer = run_worker(args.peer_python, "peer", frame_set.path, args.model, args.warmup)

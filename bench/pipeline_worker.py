@@ -4,9 +4,10 @@
     build/bench-peer-venv/bin/python bench/pipeline_worker.py peer VIDEO
 
 bench/pipeline_fps.py starts one of these per pipeline and frame set, so each process's peak RSS
-and start-up time are its own. This module imports only the standard library, NumPy and OpenCV:
+and start-up time are its own. This module imports only the standard library, NumPy, OpenCV and bench.common:
 each pipeline's packages are imported in its builder, so TensorFlow is loaded only in the
-peer's process (and the peer's venv needs no edge_fer).
+peer's process (and the peer's venv needs no edge_fer). ``software`` in the output names the
+versions that ran: the pipeline, its interpreter, OpenCV, NumPy and Python.
 
 Every frame is decoded (timed as ``capture_ms``), then handed to the pipeline's step (timed per
 stage; CPU time by ``time.process_time``). The first frame is the "first result"; it and the
@@ -16,22 +17,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import proc_status, status_mb  # noqa: E402
 
 Step = Callable[[np.ndarray, int, float], tuple[int, dict[str, float]]]
 """(image, frame index, video time s) -> (faces detected, {stage: ms})."""
 
 
-def build_ours(model: str, max_rate_hz: float = 0.0) -> tuple[Step, str]:
+def build_ours(model: str, max_rate_hz: float = 0.0) -> tuple[Step, dict[str, str]]:
     """The daemon's own pipeline, built as the service builds it, with its default settings
     (and ``classifier.max_rate_hz`` when given: the cap runs on the video's timestamps)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import edge_fer
     from edge_fer.capture.base import Frame
     from edge_fer.config import ClassifierConfig, Config
@@ -44,10 +50,11 @@ def build_ours(model: str, max_rate_hz: float = 0.0) -> tuple[Step, str]:
         t = pipeline.times
         return t.detected, {"detect": t.detect_ms, "classify": t.classify_ms, "track": t.track_ms}
 
-    return step, f"edge-fer {edge_fer.__version__} on {pipeline.classifier.backend}"
+    backend = pipeline.classifier.backend
+    return step, {"pipeline": f"edge-fer {edge_fer.__version__}", "interpreter": f"{backend} {version(backend)}"}
 
 
-def build_peer(_model: str, _max_rate_hz: float = 0.0) -> tuple[Step, str]:
+def build_peer(_model: str, _max_rate_hz: float = 0.0) -> tuple[Step, dict[str, str]]:
     """fer's FER(use_tflite=True) with its defaults: Haar cascade, then its quantized model.
 
     FER takes its interpreter from the class attribute ``_tflite_interpreter_cache`` when set; we
@@ -75,7 +82,7 @@ def build_peer(_model: str, _max_rate_hz: float = 0.0) -> tuple[Step, str]:
         t2 = time.perf_counter()
         return len(emotions), {"detect": (t1 - t0) * 1e3, "classify": (t2 - t1) * 1e3}
 
-    return step, f"fer {fer_package.__version__} on tensorflow {tf.__version__} (tf.lite)"
+    return step, {"pipeline": f"fer {fer_package.__version__}", "interpreter": f"tensorflow {tf.__version__} (tf.lite)"}
 
 
 BUILDERS = {"ours": build_ours, "peer": build_peer}
@@ -129,10 +136,10 @@ def run(step: Step, video: str, warmup: int) -> dict:
 def peak_rss_mb() -> float:
     """This process's peak resident set (VmHWM, Linux). Not ru_maxrss: Linux carries that over
     from the parent through fork and exec, so it would report the launcher's RSS."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    raise SystemExit("no VmHWM in /proc/self/status (peak RSS is measured on Linux only)")
+    try:
+        return status_mb(proc_status(), "VmHWM")
+    except (OSError, KeyError):
+        raise SystemExit("no VmHWM in /proc/self/status: peak RSS is measured on Linux only") from None
 
 
 def main() -> None:
@@ -151,6 +158,7 @@ def main() -> None:
     step, software = BUILDERS[args.pipeline](args.model, args.max_rate_hz)
     ready_at = time.time()
     figures = run(step, args.video, args.warmup)
+    software.update(opencv=cv2.__version__, numpy=np.__version__, python=platform.python_version())
     figures.update(software=software, ready_at=ready_at,
                    peak_rss_mb=peak_rss_mb(),
                    tensorflow_loaded="tensorflow" in sys.modules)
