@@ -147,6 +147,7 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    expiry_s: int | None = None  # MQTT 5 MessageExpiryInterval as the broker sent it: the time left
 
     @property
     def json(self) -> Any:
@@ -184,8 +185,18 @@ class Subscriber:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
-            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
+                                          getattr(msg.properties, "MessageExpiryInterval", None)))
             self._cond.notify_all()
+
+    def sync(self, topic: str) -> None:
+        """Publish a marker on ``topic`` (which this subscriber must match) and wait for it. The
+        broker queues to one client in order, so every message queued before the marker (the
+        retained ones sent on subscribing, say) has arrived: an absence can be asserted without a sleep."""
+        marker = uuid.uuid4().hex.encode()
+        self.client.publish(topic, marker, qos=1)
+        if not self.wait_for(lambda msgs: any(m.topic == topic and m.payload == marker for m in msgs)):
+            raise RuntimeError(f"the marker on {topic} did not come back")
 
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = WAIT_S) -> bool:
         with self._cond:

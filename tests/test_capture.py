@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_fer.capture import latest, opencv
+from edge_fer.capture import opencv
 from fixtures_media import frame_number, read_astronaut
 
 import edge_fer.capture as capture
@@ -199,14 +199,13 @@ def test_builtin_photo_repeats_like_a_camera():
 
 
 def test_read_times_out_without_claiming_end_of_input():
-    with open_source("builtin:astronaut", fps=0.8) as source:  # next frame after 1.25 s
-        first = source.read(READ_TIMEOUT_S)
+    """A slow camera between two frames: read() hands back None, by default too (the caller's loop
+    needs it back to see its stop flag), and the source has not ended."""
+    with open_source("builtin:astronaut", fps=0.01) as source:  # the next frame is 100 s away
+        assert source.read(READ_TIMEOUT_S) is not None
         assert source.read(timeout=0.05) is None
-        started = time.monotonic()
-        assert source.read() is None  # by default read() returns within latest.READ_TIMEOUT_S
-        assert latest.READ_TIMEOUT_S * 0.9 < time.monotonic() - started < latest.READ_TIMEOUT_S + 0.5
+        assert source.read() is None
         assert not source.ended
-        assert time.monotonic() - first.timestamp < 1.25  # so no frame was due during those reads
 
 
 def test_close_ends_the_threads_and_reads(make_video):

@@ -210,6 +210,33 @@ def test_stalled_camera_stops_watchdog_pings_until_frames_return(spawn, dirs, no
     assert "Traceback" not in daemon.log()
 
 
+def test_a_lost_picture_leaves_one_state_that_is_not_refreshed_until_frames_return(spawn, dirs, camera):
+    """README: with no picture its faces end and one `state` says no face; that state is not
+    refreshed while no picture comes (nothing is known then), so it expires on the broker after
+    three heartbeats and Home Assistant shows the sensors unavailable. With a 1 s heartbeat, a
+    refresh would show several times over an outage of three heartbeats and more."""
+    heartbeat_s = 1.0
+    daemon = spawn(base_config(camera.url, source={"stall_timeout_s": STALL_S},
+                               mqtt={"state_heartbeat_s": heartbeat_s}))
+    daemon.wait_log(r"first frame processed; ready", timeout=START_TIMEOUT_S)
+    daemon.wait_messages(lambda m: any(e["payload"]["event"] == "appeared" for e in m), "expression")
+    paused = time.monotonic()
+    camera.pause()
+    daemon.wait_messages(lambda m: [s["payload"]["faces"] for s in m][-1:] == [0], "state", since=paused)
+    lost = time.monotonic()
+    time.sleep(3 * heartbeat_s + 1.0)  # past the state's expiry on a broker
+    outage = [s["payload"]["faces"] for s in daemon.messages("state", since=paused)]
+    health = daemon.messages("stats", since=lost)
+    resumed = time.monotonic()
+    camera.resume()
+    daemon.wait_messages(lambda m: any(s["payload"]["faces"] > 0 for s in m), "state", since=resumed)
+    rc, _ = wait_exit(daemon, daemon.signal(signal.SIGTERM))
+    assert rc == 0, daemon.log()
+
+    assert 0 in outage and outage[outage.index(0):] == [0], f"states during the outage: {outage}"
+    assert health and all(s["payload"]["fps"] == 0.0 for s in health), "the loop stopped, not only the state"
+
+
 def test_sigterm_while_the_camera_hangs_says_stopped_at_once_and_exits_0(spawn, dirs, camera):
     """The reader thread is stuck in FFmpeg's read (for up to stall_timeout_s, the default 5 s) when
     SIGTERM comes. `stopped` goes out as soon as the loop wakes; the exit then waits for close(), which
@@ -498,7 +525,8 @@ def test_kill_9_leaves_nothing_behind_and_the_next_start_is_clean(spawn, dirs, n
                                                                   mqtt_subscriber):
     mqtt = mqtt_section(mqtt_broker)
     sub = mqtt_subscriber([f"{mqtt['prefix']}/+/available"])
-    config = base_config(str(video), source={"fps": CAMERA_FPS}, mqtt=mqtt)
+    # stall_timeout_s under half the 2 s watchdog, as check_fits_watchdog asks (else it warns)
+    config = base_config(str(video), source={"fps": CAMERA_FPS, "stall_timeout_s": STALL_S}, mqtt=mqtt)
     statuses = lambda: [m.json["status"] for m in sub.on("available")]  # noqa: E731
 
     first = spawn(config, notify=notify, watchdog_usec=WATCHDOG_USEC)
@@ -560,3 +588,49 @@ def test_a_run_over_video_writes_no_file_anywhere(spawn, dirs, video, tmp_path):
     text = trace.read_text()
     assert str(video) in text, "the trace missed the daemon's own opens"
     assert file_writes(text) == []
+
+
+# --- privacy: what the daemon says besides its messages -------------------------------------------
+
+def test_log_lines_carry_no_payload_even_at_debug(spawn, dirs, notify, video, mqtt_broker, mqtt_subscriber):
+    """PRIVACY.md: the publisher's log lines cover connection events only, never payloads: the
+    journal keeps the log (stderr) on disk. A run publishing to a broker, at the most verbose level."""
+    mqtt = mqtt_section(mqtt_broker)
+    sub = mqtt_subscriber([f"{mqtt['prefix']}/#"])
+    daemon = spawn(base_config(str(video), source={"fps": CAMERA_FPS}, mqtt=mqtt, service={"log_level": "DEBUG"}),
+                   notify=notify)
+    notify.wait_var("READY", "1", timeout=START_TIMEOUT_S)
+    assert sub.wait_for(lambda msgs: sub.on("expression") and sub.on("stats"), WAIT_S)
+    rc, _ = wait_exit(daemon, daemon.signal(signal.SIGTERM))
+    assert rc == 0, daemon.log()
+    assert sub.wait_for(lambda msgs: any(m.json.get("status") == "stopped" for m in sub.on("available")), WAIT_S)
+    log = daemon.log()
+    assert "connected to MQTT broker" in log  # the publisher did log
+
+    tracks = {m.json["track"] for m in sub.on("expression")}
+    keys = {key for m in sub.messages for key in m.json}
+    traces = (tracks | {m.json["ts"] for m in sub.messages if m.json.get("ts")}
+              | {f"{q}{key}{q}" for key in keys for q in "'\""})  # a payload formatted as JSON or as a dict
+    assert tracks and {"seq", "label"} <= keys
+    leaked = sorted(trace for trace in traces if trace in log)
+    assert leaked == [], f"payload content in the log: {leaked}\n{log}"
+
+
+def test_aggregate_mode_status_line_shows_no_face_count(spawn, dirs, notify, video):
+    """PRIVACY.md: in aggregate mode systemd's STATUS= line (`systemctl status`, readable by any
+    local user) shows no face count, which below k_min would tell whether someone is there. A window
+    released with k_min = 1 shows that faces were in view meanwhile."""
+    privacy = {"mode": "aggregate", "k_min": 1, "aggregate_window_s": 5.0}
+    daemon = spawn(base_config(str(video), source={"fps": CAMERA_FPS}, privacy=privacy), notify=notify)
+    ready = notify.wait_var("READY", "1", timeout=START_TIMEOUT_S)
+    window = daemon.wait_messages(lambda m: len(m) >= 1, "aggregate",
+                                  timeout=2 * privacy["aggregate_window_s"] + WAIT_S)
+    periodic = notify.wait_note(lambda n: "STATUS" in n.fields and "READY" not in n.fields, after=ready.at,
+                                timeout=STATUS_INTERVAL_S + WAIT_S)
+    rc, _ = wait_exit(daemon, daemon.signal(signal.SIGTERM))
+    assert rc == 0, daemon.log()
+
+    assert window[0]["payload"]["tracks"] >= 1 and periodic.at > ready.at
+    assert periodic.fields["STATUS"].startswith("fps="), periodic.fields
+    statuses = [n.fields["STATUS"] for n in notify.with_var("STATUS")]
+    assert not [status for status in statuses if "faces=" in status], statuses

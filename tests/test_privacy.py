@@ -68,6 +68,25 @@ def test_aggregate_mode_publishes_window_counts_from_k_min_tracks_on():
     assert not any(str(v).startswith("t0") for v in payload.values())  # no track ids
 
 
+def test_a_window_below_k_min_is_discarded_not_carried_over():
+    """PRIVACY.md: a window with fewer than k_min distinct faces is discarded, not carried over: its
+    faces must not help the next window reach k_min, nor be counted in a window that is released."""
+    cfg = make_cfg("aggregate")
+    k, window_s = cfg.privacy.k_min, cfg.privacy.aggregate_window_s
+    t1, t2 = T0 + window_s, T0 + 2 * window_s
+
+    def faces(ids: list[str], start: float) -> list[FrameResult]:
+        return [FrameResult(start + i * DT, [TrackedFace(tid, "happiness", 0.9) for tid in ids]) for i in range(3)]
+
+    frames = faces([f"a{i}" for i in range(k - 1)], T0)  # one short of k_min
+    frames += faces(["b0"], t1)  # with the last window's faces it would make k_min
+    frames += faces([f"c{i}" for i in range(k)], t2)  # k_min on its own
+    messages = run(cfg, frames + [FrameResult(T0 + 3 * window_s, [])])
+    windows = [m.payload for m in messages if m.kind == "aggregate"]
+    assert [(w["window_start"], w["tracks"]) for w in windows] == [("2023-11-14T22:16:00.000Z", k)]
+    assert sum(windows[0]["counts"].values()) == k
+
+
 def test_aggregate_counts_each_track_once_by_its_main_label():
     cfg = make_cfg("aggregate", **{"privacy.k_min": 1})
     labels = ["neutral"] * 8 + ["happiness"] * 2
@@ -100,7 +119,9 @@ def test_a_wall_clock_stepped_back_closes_the_aggregate_window():
 @pytest.mark.parametrize("mode", ["labels", "presence", "aggregate"])
 def test_aggregate_mode_health_does_not_tell_whether_a_face_was_there(mode):
     """Below k_min nothing may tell presence: not stats' classify time (0 exactly when no face was
-    classified), not systemd's STATUS= line, which any local user reads with `systemctl status`."""
+    classified), not systemd's STATUS= line, which any local user reads with `systemctl status`
+    (the text here; what a running daemon sends over NOTIFY_SOCKET: test_faults.py,
+    test_aggregate_mode_status_line_shows_no_face_count)."""
     from edge_fer.service import Daemon
 
     cfg = make_cfg(mode)

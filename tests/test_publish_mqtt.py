@@ -249,6 +249,48 @@ def test_clean_stop_leaves_stopped_not_offline(make_cfg, mqtt_broker, mqtt_subsc
     assert retained.retain and retained.json["status"] == "stopped" and retained.json["reason"] == "maintenance"
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_retained_state_and_aggregate_expire_on_the_broker_under_mqtt_5(make_cfg, mqtt_subscriber, sinks, protocol):
+    """PRIVACY.md: the retained `state` and `aggregate` carry an MQTT 5 message expiry (3 heartbeats;
+    2 windows), so the broker drops them once stale, e.g. after the device is switched off. README:
+    3.1.1 has no expiry, so there they stay until replaced, and are still delivered and retained."""
+    heartbeat_s, window_s = 1.0, 5.0  # the smallest allowed: 3 s and 10 s
+    expiry = {"state": 3, "aggregate": 10}
+    common = {"mqtt__protocol": protocol, "mqtt__state_heartbeat_s": heartbeat_s,
+              "privacy__aggregate_window_s": window_s, "privacy__k_min": 1}
+    labels, aggregate = make_cfg(**common), make_cfg(privacy__mode="aggregate", **common)
+    prefixes = [labels.mqtt.prefix, aggregate.mqtt.prefix]
+    live = mqtt_subscriber([f"{prefix}/#" for prefix in prefixes])
+    t0 = 1_700_000_040.0  # a multiple of the window: frame 0 opens one, t0 + window_s closes it
+    for cfg in (labels, aggregate):
+        sink = start_sink(cfg, sinks)
+        sink.publish_frame(frame(0, t0))
+        sink.publish_frame(FrameResult(t0 + window_s, []))
+        sink.stop()  # the device goes off: only the broker's copies remain
+    assert live.wait_for(lambda msgs: sum(stopped([m]) for m in msgs) == 2)
+    gone_at = time.monotonic()
+    snapshots = live.on("state") + live.on("aggregate")
+    assert {m.topic.rsplit("/", 1)[1] for m in snapshots} == {"state", "aggregate"}
+    for m in snapshots:  # as delivered live: the time left is the whole expiry (the clock may tick once)
+        kind = m.topic.rsplit("/", 1)[1]
+        if protocol == "5":
+            assert m.expiry_s in (expiry[kind], expiry[kind] - 1), (kind, m.expiry_s)
+        else:
+            assert m.expiry_s is None, (kind, m.expiry_s)
+
+    time.sleep(max(0.0, gone_at + expiry["state"] + 1 - time.monotonic()))  # the state's expiry has passed
+    late = mqtt_subscriber([f"{prefix}/#" for prefix in prefixes])  # a consumer starting now
+    late.sync(f"{labels.mqtt.prefix}/sync")
+    retained = {m.topic.rsplit("/", 1)[1]: m for m in late.messages if m.retain}
+    assert retained["available"].json["status"] == "stopped"  # retained copies do reach it
+    if protocol == "5":
+        assert "state" not in retained, "the broker still hands out a state older than its expiry"
+        assert 0 < retained["aggregate"].expiry_s < expiry["aggregate"]  # the broker counts it down
+    else:
+        assert retained["state"].json["faces"] == 0 and retained["state"].expiry_s is None
+        assert retained["aggregate"].json["tracks"] == 1 and retained["aggregate"].expiry_s is None
+
+
 def test_a_stop_before_the_broker_answers_leaves_stopped_not_online(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
     """A SIGTERM (or --max-frames, or a reload) racing the first CONNACK: "online" must not be
     queued behind "stopped", or the retained status says online forever (a clean stop sends no will)."""
