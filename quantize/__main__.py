@@ -8,6 +8,7 @@ Typical order (defaults chain the outputs)::
     python -m quantize evaluate --data ../shared/data
     python -m quantize card --data ../shared/data
     python -m quantize tradeoff --data ../shared/data   (an analysis: what each bar costs the other)
+    python -m quantize robustness --data ../shared/data --model A.keras --model B.keras   (choosing between runs)
 """
 from __future__ import annotations
 
@@ -68,6 +69,12 @@ def _evaluate(a) -> None:
 
     command = _command("evaluate", ("--data", a.data), ("--model", a.model), ("--models", a.models), ("--out", a.out))
     evaluate(a.model, a.models, a.data, a.out, command=command)
+
+
+def _robustness(a) -> None:
+    from quantize.robustness import compare
+
+    compare(a.model, a.data, a.out)
 
 
 def _tradeoff(a) -> None:
@@ -161,6 +168,11 @@ def _parser() -> argparse.ArgumentParser:
                                     "between the FER2013 and FER+ accuracies")
     p.add_argument("--model", default=str(PACKAGED_MODEL), help="an int8 .tflite model (default: the shipped one)")
     p.add_argument("--out", default=f"{REPORT_DIR}/tradeoff.json")
+    p = step("robustness", _robustness, "on PublicTest, Keras models side by side, clean and under camera "
+                                        "degradations (blur, dark, contrast, noise, drift, roll); with two, "
+                                        "whether the clean gain is more than chance")
+    p.add_argument("--model", action="append", required=True, help="a trained .keras model (repeat to compare)")
+    p.add_argument("--out", default="build/robustness.json")
     return parser
 
 

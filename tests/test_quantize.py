@@ -499,3 +499,22 @@ def test_tradeoff_command_writes_the_sweep(tmp_path):
     assert [r["toward_fer2013"] for r in report["sweep"]] == [None] + [round(0.1 * i, 2) for i in range(11)]
     assert set(report["offsets_fitted_on_all_of_publictest"]) == {"fer2013", "ferplus_majority"}
     assert report["inputs"]["int8_model"]["path"].endswith("expression_int8.tflite")
+
+
+def test_mcnemar_says_when_a_split_of_discordant_faces_is_chance():
+    from quantize.robustness import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(0, 6) == pytest.approx(2 / 64)  # all 6 one way: 2 * 0.5**6
+    assert mcnemar_p(103, 130) == pytest.approx(0.0883, abs=1e-4)  # scipy.stats.binomtest(130, 233)
+    assert mcnemar_p(2, 8) == mcnemar_p(8, 2)
+
+
+def test_every_camera_degradation_keeps_the_faces_and_changes_them():
+    from quantize.robustness import CONDITIONS
+
+    faces = np.random.default_rng(1).integers(40, 215, (4, 48, 48)).astype(np.uint8)
+    for name, degrade in CONDITIONS.items():
+        out = degrade(faces)
+        assert out.shape == faces.shape and out.dtype == np.uint8, name
+        assert (name == "clean") == np.array_equal(out, faces), name
