@@ -3,6 +3,10 @@
 A Pi that has to compile numpy or OpenCV takes hours or fails; a missing aarch64 wheel of the
 interpreter leaves the daemon with nothing to run the model. pip resolves for the Pi's platform
 from here (``--dry-run --platform``): the real index, the real wheels' tags, nothing installed.
+One limit: pip evaluates environment markers for this host, not the target. The ones in
+pyproject.toml evaluate alike for every case resolved here (``platform_machine`` is x86_64 or
+aarch64 either way; ``python_version == '3.11'`` is only resolved for Bookworm, whose Python is
+3.11), so a marker that differs between host and Pi needs a resolver that takes the target's.
 """
 from __future__ import annotations
 
