@@ -25,8 +25,14 @@ from edge_fer.model_card import CropConvention, ModelCard, load_card
 
 RIGHT_EYE, LEFT_EYE = 0, 1  # BlazeFace keypoint order (subject's right eye first)
 ANTIALIAS_FACTOR = 2
-"""Warp to this multiple of the model side, then area-resize: one bilinear warp straight to
-48 px from a 300 px face aliases; the dataset faces were downscaled with area averaging."""
+"""The rotating warp works at this multiple of the model side, then area-resizes to it: a face
+larger than that is first area-shrunk to it (``_shrink_region``), since a shrinking bilinear warp
+samples and fine texture aliases; the dataset faces were downscaled with area averaging."""
+
+
+REGION_REACH = 0.75
+"""Half the side of the region a crop can reach, in crop sides: a square rotated by any angle stays
+within side/sqrt(2) = 0.707 of its centre."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,22 @@ class Expression:
     def top(self, labels: tuple[str, ...]) -> tuple[str, float]:
         k = int(self.probabilities.argmax())
         return labels[k], float(self.probabilities[k])
+
+
+def _shrink_region(image: np.ndarray, centre: tuple[float, float], side: float,
+                   factor: float) -> tuple[np.ndarray, tuple[float, float], float]:
+    """The part of ``image`` any rotation of the crop square can reach, area-resized by ``factor``,
+    with the crop's centre and side in its coordinates. Clipped at the frame's edge, so the warp's
+    replicated border is the frame's own."""
+    reach = side * REGION_REACH
+    h, w = image.shape[:2]
+    x0, y0 = max(0, int(centre[0] - reach)), max(0, int(centre[1] - reach))
+    x1, y1 = min(w, int(math.ceil(centre[0] + reach))), min(h, int(math.ceil(centre[1] + reach)))
+    if x1 <= x0 or y1 <= y0:  # the crop lies wholly off the frame: nothing to shrink
+        return image, centre, side
+    region = cv2.resize(image[y0:y1, x0:x1], None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    sx, sy = region.shape[1] / (x1 - x0), region.shape[0] / (y1 - y0)  # resize rounds the size
+    return region, ((centre[0] - x0) * sx, (centre[1] - y0) * sy), side * sx
 
 
 def crop_face(image_bgr: np.ndarray, face: Face, crop: CropConvention, input_size: tuple[int, int]) -> np.ndarray:
@@ -53,6 +75,8 @@ def crop_face(image_bgr: np.ndarray, face: Face, crop: CropConvention, input_siz
         angle = math.degrees(math.atan2(ly - ry, lx - rx))
     out_h, out_w = input_size
     work = max(out_w, min(int(round(side)), out_w * ANTIALIAS_FACTOR))
+    if work < side:  # a shrinking bilinear warp samples, and fine texture aliases: area-shrink the region first
+        image_bgr, (cx, cy), side = _shrink_region(image_bgr, (cx, cy), side, work / side)
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, work / side)
     matrix[:, 2] += (work / 2 - cx, work / 2 - cy)
     warped = cv2.warpAffine(image_bgr, matrix, (work, work), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -13,7 +13,8 @@ from edge_fer import LABELS
 from edge_fer.classify import ExpressionClassifier, crop_face
 from edge_fer.detect import DETECTOR_KINDS, build_detector
 from edge_fer.errors import ModelError
-from edge_fer.model_card import PACKAGED_MODEL, load_card, sha256_file
+from edge_fer.detect import Face
+from edge_fer.model_card import PACKAGED_MODEL, CropConvention, load_card, sha256_file
 from fixtures_media import place_face
 from quantize.data import load_ferplus
 
@@ -104,6 +105,22 @@ def test_each_detector_crops_real_faces_where_the_training_crop_was(kind):
     assert abs(np.median(sides) - 1) <= CROP_SIDE_TOLERANCE, f"{kind}: crop side {np.median(sides):.3f} of the face's"
     assert abs(np.median(dx)) <= CROP_CENTRE_TOLERANCE and abs(np.median(dy)) <= CROP_CENTRE_TOLERANCE, \
         f"{kind}: crop centre off by ({np.median(dx):.3f}, {np.median(dy):.3f}) face sides"
+
+
+@pytest.mark.parametrize("side, angle", [(150, 0.0), (300, 0.0), (600, 0.0), (600, 30.0), (700, 0.0)])
+def test_a_large_face_is_area_averaged_not_sampled(side, angle):
+    """A close face (a driver at 1280x720) shrinks 10x or more to 48 px. Sampling every tenth pixel
+    turns fine texture (skin pores, stubble, sensor noise) into false patterns; the dataset faces
+    were area-averaged. A 1-px checkerboard must come out flat grey, rotated or not, and wherever
+    the crop meets the frame's edge (the 700 px face overhangs it)."""
+    frame = cv2.cvtColor((np.indices((720, 1280)).sum(axis=0) % 2 * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    cx, cy = 640, 360
+    eyes = np.array([[cx - side / 4 * np.cos(np.radians(angle)), cy - side / 4 * np.sin(np.radians(angle))],
+                     [cx + side / 4 * np.cos(np.radians(angle)), cy + side / 4 * np.sin(np.radians(angle))]])
+    face = Face((cx - side / 2, cy - side / 2, side, side), 1.0, np.vstack([eyes, np.zeros((4, 2))]))
+    crop = crop_face(frame, face, CropConvention(1.0, (0.0, 0.0), True), (48, 48))
+    assert crop.shape == (48, 48)
+    assert abs(float(crop.mean()) - 127.5) < 3 and float(crop.std()) < 8, (crop.mean(), crop.std())
 
 
 def test_crop_is_eye_levelled_so_a_tilted_face_gives_the_upright_crop(astronaut_bgr, detector, classifier):
