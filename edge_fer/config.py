@@ -140,7 +140,9 @@ class ClassifierConfig:
 class TrackerConfig:
     """Track matching, smoothing and label hysteresis (see edge_fer.track)."""
 
-    iou_match: float = _opt(0.3, lo=0.0, hi=1.0)
+    # Measured on a moving face: 0 lets a face anywhere inherit another's track (and id); 0.95
+    # split one face into 4 tracks, 1.0 matched nothing. In aggregate mode either miscounts k_min.
+    iou_match: float = _opt(0.3, lo=0.05, hi=0.9)
     max_missed_s: float = _opt(1.0, lo=0.0, hi=30.0)
     smoothing_s: float = _opt(0.5, lo=0.0, hi=10.0)  # EMA time constant
     switch_margin: float = _opt(0.15, lo=0.0, hi=1.0)
@@ -168,7 +170,9 @@ class MqttConfig:
     tls_key_file: str = _opt("", check=_file)
     tls_key_password: str = _opt("", secret=True)  # only for an encrypted tls_key_file
     tls_insecure: bool = _opt(False)  # skip the host name check (the chain is still verified)
-    buffer_size: int = _opt(10_000, lo=10, hi=1_000_000)
+    # A queued message holds 1.4-1.9 kB (tracemalloc): 100,000 is up to ~190 MB, as much as a 1 GB Pi
+    # can spare; the old bound, 1,000,000, could take ~1.9 GB and get the daemon killed mid-outage.
+    buffer_size: int = _opt(10_000, lo=10, hi=100_000)
     state_heartbeat_s: float = _opt(30.0, lo=1.0, hi=3600.0)
     stats_interval_s: float = _opt(10.0, lo=1.0, hi=3600.0)
 
@@ -287,8 +291,16 @@ def _from_file(data: Mapping[str, Any], origin: str, tree: dict, problems: list[
 
 def _from_env(env: Mapping[str, str], tree: dict, problems: list[str]) -> None:
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or ENV_SEPARATOR not in name:
-            continue  # e.g. EDGE_FER_CONFIG belongs to the CLI, not to the tree
+        if not name.startswith(ENV_PREFIX):
+            continue
+        if ENV_SEPARATOR not in name:  # EDGE_FER_MQTT_HOST: one underscore short, and silently unused
+            rest = name[len(ENV_PREFIX):].lower()
+            section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)
+            hint = (f"; did you mean {ENV_PREFIX}{section.upper()}{ENV_SEPARATOR}{rest[len(section) + 1:].upper()}?"
+                    if section else "; the config file is given with --config")
+            problems.append(f"env {name}: not a setting: settings are {ENV_PREFIX}<SECTION>{ENV_SEPARATOR}<KEY>, "
+                            f"two underscores between section and key{hint}")
+            continue
         section, _, key = name[len(ENV_PREFIX):].lower().partition(ENV_SEPARATOR)
         _set(tree, f"{section}.{key}", value, f"from env {name}", problems, from_text=True)
 
@@ -389,6 +401,31 @@ def _resolve_mqtt(m: MqttConfig, env: Mapping[str, str], problems: list[str]) ->
     return replace(m, password=password, client_id=m.client_id or f"edge-fer-{m.device_id}")
 
 
+AGGREGATE_MIN_MISSED_S = 1.0
+"""In aggregate mode, the least tracker.max_missed_s: with 0, one person the detector misses 1 frame
+in 5 became 106 tracks a minute and met k_min alone (measured); 1 s is the default."""
+
+
+def _check_across_sections(cfg: Config) -> list[str]:
+    """Settings each valid alone that together break a promise."""
+    out = []
+    t, m, d, s = cfg.tracker, cfg.mqtt, cfg.detector, cfg.source
+    if cfg.privacy.mode == "aggregate" and t.max_missed_s < AGGREGATE_MIN_MISSED_S:
+        out.append(f"tracker.max_missed_s = {t.max_missed_s:g}: aggregate mode needs at least "
+                   f"{AGGREGATE_MIN_MISSED_S:g} s, or a face the detector misses for a frame counts as a new "
+                   "person toward privacy.k_min")
+    if t.uncertain_below + t.uncertain_margin > 1:
+        out.append(f"tracker.uncertain_below + tracker.uncertain_margin = {t.uncertain_below + t.uncertain_margin:g}: "
+                   "must be at most 1, or every face stays uncertain")
+    if d.min_face_px > min(s.width, s.height):
+        out.append(f"detector.min_face_px = {d.min_face_px}: larger than the {s.width}x{s.height} frame, so no face "
+                   "could ever count; lower it")
+    if m.host and ("://" in m.host or "/" in m.host or any(c.isspace() for c in m.host) or m.host.count(":") == 1):
+        out.append(f"mqtt.host = {json.dumps(m.host)}: a host name or address only; put the port in mqtt.port "
+                   "and TLS in mqtt.tls_ca_file (no scheme, no :port, no path)")
+    return out
+
+
 def _check_topic_prefixes_distinct(cfg: Config) -> list[str]:
     if cfg.mqtt.prefix == cfg.homeassistant.prefix:
         return [f"mqtt.prefix = {json.dumps(cfg.mqtt.prefix)}: must differ from homeassistant.prefix "
@@ -412,7 +449,7 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
         if value is not None:
             _set(tree, key, value, "from the command line", problems, from_text=True)
     cfg = _build(tree, problems)
-    problems += cfg.mqtt.problems() + _check_topic_prefixes_distinct(cfg)
+    problems += cfg.mqtt.problems() + _check_topic_prefixes_distinct(cfg) + _check_across_sections(cfg)
     cfg = replace(cfg, mqtt=_resolve_mqtt(cfg.mqtt, env, problems),
                   service=replace(cfg.service, log_level=cfg.service.log_level.upper()))
     if problems:

@@ -55,9 +55,39 @@ def test_file_then_env_then_cli(tmp_path):
 def test_env_and_cli_strings_are_parsed_to_the_key_type():
     cfg = load_config(None, {"mqtt.port": "8883", "detector.score_threshold": "0.7"},
                       {"EDGE_FER_HOMEASSISTANT__DISCOVERY": "yes", "EDGE_FER_TRACKER__SMOOTHING_S": "1",
-                       "EDGE_FER_CONFIG": "/not/a/config/key"})
+                       "OTHER_APP__MQTT__HOST": "not ours"})
     assert cfg.mqtt.port == 8883 and cfg.detector.score_threshold == 0.7
     assert cfg.homeassistant.discovery is True and cfg.tracker.smoothing_s == 1.0
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("EDGE_FER_MQTT_HOST", "did you mean EDGE_FER_MQTT__HOST?"),  # one underscore short: used to be ignored
+    ("EDGE_FER_PRIVACY_K_MIN", "did you mean EDGE_FER_PRIVACY__K_MIN?"),
+    ("EDGE_FER_CONFIG", "the config file is given with --config"),
+])
+def test_an_env_name_that_is_no_setting_is_refused_not_ignored(name, hint):
+    with pytest.raises(ConfigError, match=re.escape(f"env {name}: not a setting") + ".*" + re.escape(hint)):
+        load_config(os.devnull, {}, {name: "x"})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"privacy.mode": "aggregate", "tracker.max_missed_s": "0"}, "aggregate mode needs at least 1 s"),
+    ({"tracker.uncertain_below": "0.9", "tracker.uncertain_margin": "0.2"}, "must be at most 1"),
+    ({"detector.min_face_px": "1000"}, "larger than the 640x480 frame"),
+    ({"mqtt.host": "mqtt://broker.lan"}, "a host name or address only"),
+    ({"mqtt.host": "broker.lan:8883"}, "put the port in mqtt.port"),
+    ({"tracker.iou_match": "0"}, "tracker.iou_match = 0.0 .*allowed 0.05 to 0.9"),
+    ({"tracker.iou_match": "1"}, "tracker.iou_match = 1.0 .*allowed 0.05 to 0.9"),
+    ({"mqtt.buffer_size": "1000000"}, "mqtt.buffer_size = 1000000 .*out of range"),
+])
+def test_settings_that_would_break_a_promise_together_are_refused(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(os.devnull, changes, {})
+
+
+@pytest.mark.parametrize("host", ["broker.lan", "10.0.0.5", "fe80::1", "2001:db8::8883"])
+def test_host_names_and_addresses_are_accepted(host):
+    assert load_config(os.devnull, {"mqtt.host": host}, {}).mqtt.host == host
 
 
 def test_int_given_for_float_is_accepted(tmp_path):
@@ -125,7 +155,7 @@ BAD_CONFIGS = [
     ("[mqtt]\ndevice_id = '" + "d" * 65 + "'", r"mqtt\.device_id = .*at most 64 characters"),
     ("[mqtt]\nprefix = 'home/+/fer'", r"mqtt\.prefix = \"home/\+/fer\""),
     ("[mqtt]\nprefix = 'home/'", r"mqtt\.prefix = \"home/\""),
-    ("[mqtt]\nbuffer_size = 5", r"mqtt\.buffer_size = 5 .*allowed 10 to 1e\+06"),
+    ("[mqtt]\nbuffer_size = 5", r"mqtt\.buffer_size = 5 .*allowed 10 to 100000"),
     ("[mqtt]\ntls_ca_file = '/nonexistent/ca.pem'", r"mqtt\.tls_ca_file = \"/nonexistent/ca\.pem\" .*not found"),
     ("[mqtt]\npassword_file = '/nonexistent/pw'", r"mqtt\.password_file = .*not found"),
     ("[mqtt]\ntls_ca_file = '{existing}'\ntls_cert_file = '{existing}'", r"mqtt\.tls_cert_file and mqtt\.tls_key_file"),
