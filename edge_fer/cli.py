@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from edge_fer import __version__
-from edge_fer.errors import ConfigError, EdgeFerError, ModelError, PublishError, SourceError
+from edge_fer.errors import ConfigError, EdgeFerError, ModelError, PublishError, SourceError, SourceUnavailable
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 """2: bad config, model or TLS file, which a restart cannot fix (the unit's RestartPreventExitStatus=2).
@@ -66,8 +66,11 @@ def cmd_check_config(args) -> int:
     from edge_fer.config import dump_config
     from edge_fer.publish import build_sink
 
+    from edge_fer.service import build_pipeline
+
     cfg = _load(args)
-    build_sink(cfg)  # loads the TLS files (the unit's ExecStartPre), connects to nothing
+    build_pipeline(cfg)  # loads the model, its card and the detector: a bad one fails here, as ExecStartPre/ExecReload
+    build_sink(cfg)  # loads the TLS files, connects to nothing
     print(dump_config(cfg))
     return EXIT_OK
 
@@ -193,7 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, PublishError) as exc:  # a bad model or TLS file: a restart cannot fix it
         _fatal(f"error: {exc}")
         return EXIT_USAGE
-    except (SourceError, EdgeFerError) as exc:  # a camera absent at start may appear: let systemd retry
+    except SourceUnavailable as exc:  # a camera absent at start may appear: let systemd retry
+        _fatal(f"error: {exc}")
+        return EXIT_FAILURE
+    except SourceError as exc:  # a malformed source, a missing file, no picamera2: a restart cannot fix it
+        _fatal(f"error: {exc}")
+        return EXIT_USAGE
+    except EdgeFerError as exc:
         _fatal(f"error: {exc}")
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -26,6 +26,7 @@ import pytest
 
 from edge_fer import LABELS
 from edge_fer.config import TrackerConfig, tomllib
+from edge_fer.model_card import PACKAGED_MODEL
 from edge_fer.publish import load_schema
 from edge_fer.track import iou
 from fixtures_media import ASTRONAUT_FACE_CENTRE, ASTRONAUT_FACE_PX, BACKGROUND_BGR, read_astronaut
@@ -654,3 +655,20 @@ def test_a_reload_that_finds_the_default_config_gone_is_refused(tmp_path, monkey
     default.unlink()
     with pytest.raises(ConfigError, match="config file .*config.toml: not found"):
         cli._load(args, apply_logging=False)
+
+
+@pytest.mark.parametrize("source, says", [("ftp://camera/stream", "unsupported scheme 'ftp'"),
+                                          ("missing.avi", "no such file")])
+def test_a_source_no_restart_can_fix_exits_2_so_systemd_does_not_retry(source: str, says: str, tmp_path: Path):
+    """The unit's RestartPreventExitStatus=2: a typo in the camera URL needs a human, not a restart loop."""
+    result = edge_fer("run", "--config", os.devnull, "--source", source, cwd=tmp_path)
+    assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_check_config_loads_the_model_so_a_bad_one_fails_before_the_service_starts(tmp_path: Path):
+    """The unit's ExecStartPre and ExecReload: a model without its card must fail there, with exit 2."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(PACKAGED_MODEL.read_bytes())  # no card beside it
+    result = edge_fer("check-config", "--config", os.devnull, cwd=tmp_path,
+                      env=cli_env(EDGE_FER_CLASSIFIER__MODEL=str(model)))
+    assert result.returncode == 2 and "model card" in result.stderr and "not found" in result.stderr, result.stderr
