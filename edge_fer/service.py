@@ -139,6 +139,30 @@ class _Rate:
         return self.frames / elapsed if elapsed >= MIN_RATE_WINDOW_S else self.previous_fps
 
 
+FILE_KEYS = {"classifier": ("model",), "mqtt": ("tls_ca_file", "tls_cert_file", "tls_key_file")}
+"""Settings naming files the daemon reads once: a reload re-reads them when they changed in place
+(a renewed certificate, a retrained model copied over the old one), not only when the path did."""
+
+
+def file_fingerprints(cfg: Config) -> dict[str, tuple]:
+    """Per section, (path, mtime, size, inode) of each file it names; the packaged model stands in
+    for an empty classifier.model."""
+    def stamp(path: str) -> tuple:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return (path, None)
+        return (path, st.st_mtime_ns, st.st_size, st.st_ino)
+
+    out = {}
+    for section, keys in FILE_KEYS.items():
+        paths = [getattr(getattr(cfg, section), key) for key in keys]
+        if section == "classifier":
+            paths = [p or str(PACKAGED_MODEL) for p in paths]
+        out[section] = tuple(stamp(p) for p in paths if p)
+    return out
+
+
 def check_fits_watchdog(cfg: Config) -> None:
     """Pings follow processed frames, so a source paced slower than systemd's watchdog would get a
     healthy daemon killed between frames, forever: refused. A stall timeout longer than it still
@@ -168,6 +192,7 @@ class Daemon:
         self._dropped_before = 0  # dropped frames of sources closed by a reload
         self._ready = False  # READY=1 sent: the first frame was processed
         self._status = ""  # the last STATUS= sent, repeated with a reload's READY=1
+        self._files = file_fingerprints(cfg)  # as the running parts read them
         self.frames = 0
         self._hup = False
         self.notifier = Notifier()
@@ -234,8 +259,10 @@ class Daemon:
         try:  # build the new parts first: a part that fails leaves all of the old ones running
             new = self._reload()
             check_fits_watchdog(new)
+            files = file_fingerprints(new)
             changed = {name for name in ("source", "detector", "classifier", "tracker", "mqtt", "homeassistant",
                                          "privacy", "service") if getattr(new, name) != getattr(self.cfg, name)}
+            changed |= {name for name in files if files[name] != self._files[name]}
             pipeline = build_pipeline(new) if changed & {"detector", "classifier", "tracker"} else None
             sink = build_sink(new) if changed & {"mqtt", "homeassistant", "privacy"} else None
             if "source" in changed:
@@ -257,7 +284,7 @@ class Daemon:
                 self.sink.start()
             if "service" in changed:
                 setup_logging(new.service.log_level)
-            self.cfg = new
+            self.cfg, self._files = new, files
             log.info("SIGHUP: config reloaded (changed: %s)", ", ".join(sorted(changed)) or "nothing")
         if self._ready:  # before the first frame, READY=1 waits for it
             self.notifier.ready(self._status)

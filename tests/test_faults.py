@@ -477,6 +477,29 @@ def test_sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid(spawn
         ("online", None), ("stopped", "reload"), ("online", None), ("stopped", "SIGTERM")]
 
 
+def test_sighup_rereads_a_model_replaced_in_place_and_refuses_a_broken_one(spawn, dirs, notify, video, tmp_path):
+    """A retrained model copied over the old one (or a renewed TLS certificate): same path, new file."""
+    model = tmp_path / "models" / PACKAGED_MODEL.name
+    model.parent.mkdir()
+    shutil.copy(PACKAGED_MODEL, model)
+    shutil.copy(card_path_for(PACKAGED_MODEL), card_path_for(model))
+    daemon = spawn(base_config(str(video), source={"fps": CAMERA_FPS}, classifier={"model": str(model)}),
+                   notify=notify)
+    notify.wait_var("READY", "1", timeout=START_TIMEOUT_S)
+    replaced = model.with_name("new.tflite")
+    shutil.copy(PACKAGED_MODEL, replaced)
+    os.replace(replaced, model)  # how a deploy swaps a file: a new inode at the same path
+    hup = daemon.signal(signal.SIGHUP)
+    daemon.wait_log(r"SIGHUP: config reloaded \(changed: classifier\)", after=hup)
+    model.write_bytes(model.read_bytes()[:-100])  # truncated in place: no longer the file its card names
+    hup = daemon.signal(signal.SIGHUP)
+    daemon.wait_log(r"SIGHUP: new config rejected, still running on the old one: .*does not match its card", after=hup)
+    running = daemon.wait_messages(lambda m: len(m) >= 1, "stats", since=time.monotonic())
+    assert running and running[-1]["payload"]["fps"] > 0 and daemon.proc.poll() is None, daemon.log()
+    rc, _ = wait_exit(daemon, daemon.signal(signal.SIGTERM))
+    assert rc == 0, daemon.log()
+
+
 def test_sighup_rejected_in_part_changes_nothing(spawn, dirs, notify, video, tmp_path):
     """A valid tracker change next to a source that cannot open: nothing may be applied, so the
     current track goes on (no `gone`, no new track id) and the old source keeps delivering."""
