@@ -282,6 +282,8 @@ class Daemon:
                     log.info("SIGHUP: %d undelivered message(s) carried over to the new sink", len(undelivered))
                 self.sink = sink
                 self.sink.start()
+                if self._ready:
+                    self.sink.announce()
             if "service" in changed:
                 setup_logging(new.service.log_level)
             self.cfg, self._files = new, files
@@ -373,6 +375,8 @@ class Daemon:
                     continue
                 picture.frame(now)
                 result = self.pipeline.step(frame, time.time())
+                if not self._ready:  # "online" before this frame's messages
+                    self.sink.announce()
                 self._publish(result)
                 self.frames += 1
                 faces = len(result.faces)
@@ -393,7 +397,8 @@ class Daemon:
         camera may wait for its driver); after a signal, all within STOP_BUDGET_S of it."""
         self.notifier.stopping()
         now = time.monotonic()
-        self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
+        if self._ready:  # with no frame ever seen, a "no face" state would claim what nobody saw
+            self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
         self.sink.publish_stats(self._stats(rate, now, started))
         closer = threading.Thread(target=self.source.close if self.source else lambda: None,
                                   name="edge-fer-close-source", daemon=True)

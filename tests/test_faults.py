@@ -324,7 +324,10 @@ def test_camera_that_never_delivers_exits_1_without_ready(spawn, dirs, notify, c
     assert re.search(r"capture http://\S+: source 'http://\S+': cannot open or read a frame.*waiting for it", log), log
     assert re.search(rf"no frame from http://\S+ within {FIRST_FRAME_TIMEOUT_S:.0f} s of start", log), log
     assert elapsed > FIRST_FRAME_TIMEOUT_S and notify.with_var("READY") == []
-    assert daemon.messages("available")[-1]["payload"]["reason"] == "pipeline failure"
+    # Never "online", and no "no face" state that nobody saw: Home Assistant shows it unavailable.
+    assert [(m["payload"]["status"], m["payload"].get("reason")) for m in daemon.messages("available")] == [
+        ("stopped", "pipeline failure")]
+    assert daemon.messages("state") == []
 
 
 def test_camera_away_at_start_is_waited_for_without_a_restart(spawn, dirs, notify, camera):
@@ -336,8 +339,13 @@ def test_camera_away_at_start_is_waited_for_without_a_restart(spawn, dirs, notif
     waiting = daemon.wait_log(r"capture http://admin:\*\*\*@\S+pwd=\*\*\*: .*waiting for it", timeout=START_TIMEOUT_S)
     time.sleep(1.0)
     camera.resume()
+    assert [m for m in daemon.messages() if not m["topic"].endswith("/stats")] == [], "announced without a picture"
     ready = notify.wait_var("READY", "1", after=waiting, timeout=WAIT_S)
     assert daemon.proc.poll() is None
+    # health (stats) may come while waiting; "online" comes first of the rest, then the frame's messages
+    first = [m for m in daemon.wait_messages(lambda got: any(not m["topic"].endswith("/stats") for m in got))
+             if not m["topic"].endswith("/stats")][0]
+    assert first["topic"].endswith("/available") and first["payload"]["status"] == "online", first
     daemon.wait_messages(lambda m: any(e["payload"]["event"] == "appeared" for e in m), "expression")
     rc, _ = wait_exit(daemon, daemon.signal(signal.SIGTERM))
     assert rc == 0 and ready.at > waiting, daemon.log()
@@ -428,7 +436,8 @@ def test_model_failing_mid_run_exits_1_and_says_stopped(spawn, dirs, notify, vid
     assert [n.fields for n in notify.messages][-1] == {"STOPPING": "1"}
     assert bool(notify.with_var("READY")) == (good_invokes > 0)
     available = [m["payload"] for m in daemon.messages("available")]
-    assert [a["status"] for a in available] == ["online", "stopped"]
+    # "online" goes with READY=1: a daemon that never processed a frame never claimed to be up
+    assert [a["status"] for a in available] == (["online", "stopped"] if good_invokes else ["stopped"])
     assert available[-1]["reason"] == "pipeline failure"
 
 

@@ -42,6 +42,7 @@ def crowd(n_tracks: int, window_s: float, labels: list[str] | None = None) -> It
 def run(cfg, frames) -> list:
     sink = MemorySink(cfg)
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     for frame in frames:
         sink.publish_frame(frame)
     sink.publish_stats(PipelineStats(15.0, 100, 0, 8.0, 4.0, 10.0, "ai-edge-litert"))

@@ -163,6 +163,7 @@ def test_stdout_sink_writes_one_json_line_per_message():
     out = io.StringIO()
     sink = StdoutSink(make_cfg(), out=out)
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     sink.publish_frame(FrameResult(T0, [TrackedFace("a1", "surprise", 0.8)], [appeared("a1", "surprise", T0)]))
     sink.publish_stats(STATS)
     sink.stop()
@@ -180,6 +181,7 @@ def test_stdout_sink_stops_within_its_budget_when_nobody_reads_stdout():
     out = os.fdopen(write_end, "w")
     sink = StdoutSink(make_cfg(mqtt__buffer_size=100_000), out=out, stop_timeout_s=0.2)
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     for _ in range(2000):  # far more than a pipe buffer holds
         sink.publish_stats(STATS)
     stopper = threading.Thread(target=sink.stop, daemon=True)
@@ -194,6 +196,7 @@ def test_stdout_sink_keeps_running_when_its_reader_goes_away(caplog):
     os.close(read_end)  # the reader exited: every write is EPIPE
     sink = StdoutSink(make_cfg(), out=os.fdopen(write_end, "w"))
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     sink.publish_stats(STATS)
     assert sink.outbox.wait_until(lambda: not sink.connected, LIVENESS_S)
     assert sink.output_lost  # the daemon ends the run on it
@@ -206,6 +209,7 @@ def test_a_replacing_sink_numbers_on_and_delivers_what_the_old_one_could_not_fir
     """Config reload while the broker is away: nothing queued is lost and seq does not restart."""
     old = MqttSink(make_cfg(mqtt__host="127.0.0.1", mqtt__port=1), stop_timeout_s=LIVENESS_S)
     old.start()
+    old.announce()  # as the daemon does at its first frame
     for i in range(5):
         old.publish_frame(FrameResult(T0 + i, [TrackedFace("a1", LABELS[i], 0.9)]))
     out: list = []
@@ -217,6 +221,7 @@ def test_a_replacing_sink_numbers_on_and_delivers_what_the_old_one_could_not_fir
     new = MemorySink(make_cfg())
     new.take_over(old, undelivered)
     new.start()
+    new.announce()  # as the daemon does at its first frame
     new.publish_frame(FrameResult(T0 + 9, []))
     seqs = [m.payload["seq"] for m in new.messages]
     assert seqs == list(range(1, len(seqs) + 1))
@@ -236,6 +241,7 @@ def test_messages_dropped_before_a_reload_still_count_after_it():
     new = StdoutSink(make_cfg(mqtt__buffer_size=100), out=out)
     new.take_over(old, undelivered)
     new.start()
+    new.announce()  # as the daemon does at its first frame
     new.publish_stats(STATS)
     new.stop()
     stats = [json.loads(line)["payload"] for line in out.getvalue().splitlines() if '/stats"' in line]
@@ -245,6 +251,7 @@ def test_messages_dropped_before_a_reload_still_count_after_it():
 def test_memory_sink_records_the_same_messages():
     sink = MemorySink(make_cfg(homeassistant__discovery=True))
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     sink.publish_frame(FrameResult(T0, [TrackedFace("a1", "fear", 0.8)], [appeared("a1", "fear", T0)]))
     sink.publish_stats(STATS)
     sink.stop("test over")
@@ -273,6 +280,7 @@ def test_publish_frame_never_blocks_while_the_broker_is_unreachable():
     the newest 10, and stop hands them back instead of waiting for a broker that is away."""
     sink = MqttSink(make_cfg(mqtt__host="127.0.0.1", mqtt__port=1, mqtt__buffer_size=10))
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     camera = threading.Thread(target=lambda: [sink.publish_frame(FrameResult(T0 + i * DT, [TrackedFace(
         "a1", LABELS[i % 7], 0.9)])) for i in range(2000)], daemon=True)
     camera.start()

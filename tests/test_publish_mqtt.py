@@ -56,6 +56,7 @@ def start_sink(cfg: Config, sinks: list[MqttSink], **kw: Any) -> MqttSink:
     sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S, **kw)
     sinks.append(sink)
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     assert sink.wait_connected(WAIT_S)
     return sink
 
@@ -209,6 +210,7 @@ from edge_fer.config import load_config
 from edge_fer.publish import MqttSink
 sink = MqttSink(load_config(os.devnull, json.loads(sys.argv[1]), {}))
 sink.start()
+sink.announce()  # as the daemon does at its first frame
 print("connected" if sink.wait_connected(10) else "failed", flush=True)
 time.sleep(60)
 """
@@ -301,6 +303,7 @@ def test_a_stop_before_the_broker_answers_leaves_stopped_not_online(make_cfg, mq
         sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
         sinks.append(sink)
         sink.start()
+        sink.announce()  # as the daemon does at its first frame
         assert relay.accepted.wait(WAIT_S)
         threading.Timer(0.2, relay.release).start()  # the CONNACK arrives while stop waits to deliver
         sink.stop("SIGTERM")
@@ -356,3 +359,19 @@ def test_a_broker_refusing_mqtt_5_is_told_how_to_fall_back_to_3_1_1():
 
     unsupported = ReasonCode(PacketTypes.CONNACK, identifier=0x84)  # what a 3.1.1-only broker answers
     assert 'set mqtt.protocol = "3.1.1"' in describe_refusal(unsupported)
+
+
+def test_nothing_is_announced_until_the_daemon_sees_a_picture(make_cfg, mqtt_subscriber, sinks):
+    """Connected, but no first frame yet (a camera still away): the retained status stays what it
+    was, so Home Assistant shows the device unavailable rather than "online, no face"."""
+    cfg = make_cfg(homeassistant__discovery="true")
+    sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#", "homeassistant/#"])
+    sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
+    sinks.append(sink)
+    sink.start()
+    assert sink.wait_connected(WAIT_S) and sink.flush(WAIT_S)  # anything it queued has reached the broker
+    sub.sync(f"{cfg.mqtt.prefix}/sync")  # and has come on to the subscriber
+    assert sub.on("available") == [] and [m for m in sub.messages if m.topic.startswith("homeassistant/")] == []
+    sink.announce()
+    assert sub.wait_for(lambda _: [m.json["status"] for m in sub.on("available")] == ["online"], WAIT_S)
+    assert sub.wait_for(lambda msgs: any(m.topic.startswith("homeassistant/") for m in msgs), WAIT_S)

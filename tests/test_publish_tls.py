@@ -122,6 +122,7 @@ def test_good_client_connects_and_publishes(tls_broker, tls_cfg, pki, key):
     sub = tls_broker.subscriber([f"{cfg.mqtt.prefix}/#"], configure=secure(pki))
     sink = MqttSink(cfg)
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     try:
         assert sink.wait_connected(WAIT_S)
     finally:
@@ -139,6 +140,7 @@ def test_bad_credentials_fail_with_one_clear_log_line(tls_cfg, pki, caplog, over
     caplog.set_level(logging.WARNING, logger="edge_fer.publish.mqtt")
     sink = MqttSink(cfg, reconnect_s=(1, 1), stop_timeout_s=0.1)
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     try:
         record = wait_for_log(caplog, expected)
         time.sleep(1.5)  # at least one retry
@@ -205,10 +207,12 @@ def test_a_stop_during_the_tls_handshake_leaves_no_connection_to_fire_the_will(t
         sub = tls_broker.subscriber([f"{old_cfg.mqtt.prefix}/+/available"], configure=secure(pki))
         old = MqttSink(old_cfg)
         old.start()
+        old.announce()  # as the daemon does at its first frame
         assert relay.accepted.wait(WAIT_S)
         old.stop("SIGHUP")  # returns: paho's thread is still waiting for the server's hello
         new = MqttSink(tls_cfg(**{"mqtt.prefix": old_cfg.mqtt.prefix, "mqtt.client_id": "edge-fer-new"}))
         new.start()
+        new.announce()  # as the daemon does at its first frame
         try:
             assert new.wait_connected(WAIT_S) and new.flush(WAIT_S)
             relay.release()  # the broker answers the abandoned handshake
@@ -237,6 +241,7 @@ def test_plain_mqtt_to_a_tls_port_says_to_set_tls(tls_broker, caplog):
     caplog.set_level(logging.WARNING, logger="edge_fer.publish.mqtt")
     sink = MqttSink(cfg, reconnect_s=(1, 1), stop_timeout_s=0.1)
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     try:
         record = wait_for_log(caplog, "closed before the broker answered")
         time.sleep(2.5)  # retries
@@ -252,6 +257,7 @@ def test_tls_to_a_plain_port_says_which_port_is_tls(tls_cfg, mqtt_broker, caplog
     caplog.set_level(logging.WARNING, logger="edge_fer.publish.mqtt")
     sink = MqttSink(tls_cfg(**{"mqtt.port": mqtt_broker.port}), reconnect_s=(1, 1), stop_timeout_s=0.1)
     sink.start()
+    sink.announce()  # as the daemon does at its first frame
     try:
         record = wait_for_log(caplog, "cannot connect to MQTT broker")
     finally:

@@ -143,6 +143,7 @@ class MqttSink(BufferedSink):
         self._resync = False  # reconnected; paho is re-sending what it held
         self._stopping = False
         self._stopped = False
+        self._announced = False  # announce() called: "online" and discovery on every connect from then on
         self._last_problem: str | None = None
         self._client = self._make_client(reconnect_s)
         self._sender = threading.Thread(target=self._send_loop, name="edge-fer-mqtt-send", daemon=True)
@@ -199,6 +200,12 @@ class MqttSink(BufferedSink):
         else:
             self._client.connect_async(self._cfg.host, self._cfg.port, self._cfg.keepalive_s)
         self._client.loop_start()
+
+    def announce(self) -> None:
+        with self.outbox.cond:  # one step with _on_connect: announced once per connection
+            self._announced = True
+            if self._connected and not self._stopped:
+                self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
 
     def wait_connected(self, timeout: float) -> bool:
         return self.outbox.wait_until(lambda: self._connected, timeout)
@@ -306,7 +313,9 @@ class MqttSink(BufferedSink):
         with self.outbox.cond:  # one step: nothing is sent as connected before "online" is queued
             self._connected, self._down = True, False
             self._resync = bool(self._inflight)
-            if not self._stopped:  # a stop before the first CONNACK: the retained status stays "stopped"
+            # Not before the daemon's first frame (announce), nor after a stop before this CONNACK:
+            # the retained status stays what it was ("stopped", or the Last Will's "offline").
+            if self._announced and not self._stopped:
                 self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
             self.outbox.cond.notify_all()  # the sender waits for a connection, not only for messages
 
@@ -349,6 +358,6 @@ class MqttSink(BufferedSink):
             self.outbox.cond.notify_all()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self._ha_status and message.payload == HA_ONLINE:
+        if message.topic == self._ha_status and message.payload == HA_ONLINE and self._announced:
             log.info("Home Assistant is online: re-sending discovery")
             self.outbox.push(self.stream.discovery)

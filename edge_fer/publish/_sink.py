@@ -40,7 +40,14 @@ class Sink(abc.ABC):
         return False
 
     @abc.abstractmethod
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Open the output (connect, start the writer); announces nothing yet."""
+
+    @abc.abstractmethod
+    def announce(self) -> None:
+        """The daemon sees a picture (its first frame, as READY=1): ``available=online`` and the
+        discovery configs, then (MQTT) again after every reconnect. Not before: with the camera away
+        at start, Home Assistant must show the device unavailable, not "online, no face"."""
 
     @abc.abstractmethod
     def publish_frame(self, result: FrameResult) -> None: ...
@@ -68,6 +75,9 @@ class MemorySink(Sink):
         self.messages: list[Message] = []
 
     def start(self) -> None:
+        pass
+
+    def announce(self) -> None:
         self.messages += self.stream.available(ONLINE) + self.stream.discovery()
 
     def publish_frame(self, result: FrameResult) -> None:
@@ -133,8 +143,10 @@ class StdoutSink(BufferedSink):
         return self._lost
 
     def start(self) -> None:
-        self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
         self._writer.start()
+
+    def announce(self) -> None:
+        self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
 
     def _write_loop(self) -> None:
         while (message := self.outbox.take()) is not None:
