@@ -50,6 +50,9 @@ REASON_FAILURE, REASON_ENDED, REASON_LIMIT, REASON_RELOAD = ("pipeline failure",
                                                              "reload")
 REASON_OUTPUT_LOST = "output lost"
 STATUS_NO_PICTURE = "no picture from the camera"
+FACTORY_HOSTNAMES = frozenset({"raspberrypi", "localhost", "debian", "ubuntu"})
+"""Host names images ship with (Raspberry Pi OS, Debian, Ubuntu): the default mqtt.device_id is the
+host name, so devices left with one share topics and an MQTT client id."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,10 @@ class Daemon:
         if self.source is None:
             return
         self.sink = build_sink(self.cfg)
+        if self.cfg.mqtt.host and self.cfg.mqtt.device_id in FACTORY_HOSTNAMES:
+            log.warning("mqtt.device_id is %r, a factory host name: a second device with it would publish to the "
+                        "same topics and take over this one's MQTT session, each dropping the other every second; "
+                        "set mqtt.device_id (or the host name) to something unique", self.cfg.mqtt.device_id)
         if not self.cfg.mqtt.host and os.environ.get("INVOCATION_ID"):  # under systemd, stdout is discarded
             log.warning("mqtt.host is empty: no broker, and the unit discards stdout (StandardOutput=null, so no "
                         "labels are stored in the journal): set mqtt.host in %s", DEFAULT_CONFIG_PATH)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -672,3 +673,16 @@ def test_check_config_loads_the_model_so_a_bad_one_fails_before_the_service_star
     result = edge_fer("check-config", "--config", os.devnull, cwd=tmp_path,
                       env=cli_env(EDGE_FER_CLASSIFIER__MODEL=str(model)))
     assert result.returncode == 2 and "model card" in result.stderr and "not found" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("device_id, warned", [("raspberrypi", True), ("kiosk-1", False)])
+def test_a_factory_host_name_as_device_id_is_warned_about(device_id: str, warned: bool, tmp_path: Path):
+    """Two Pis left as `raspberrypi` share topics and fight over one MQTT session, dropping each other."""
+    with socket.socket() as s:  # a port nothing listens on: the run does not need the broker
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = edge_fer("run", "--config", os.devnull, "--max-frames", "3", cwd=tmp_path,
+                      env=cli_env(EDGE_FER_MQTT__HOST="127.0.0.1", EDGE_FER_MQTT__PORT=str(port),
+                                  EDGE_FER_MQTT__DEVICE_ID=device_id))
+    assert result.returncode == 0, result.stderr
+    assert ("a factory host name" in result.stderr) == warned, result.stderr

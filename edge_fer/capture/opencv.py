@@ -106,10 +106,11 @@ class StillGrabber:
             try:
                 image = self._cached if self._cached is not None else read_image(path)
             except SourceError as exc:
-                if path not in self._unreadable:
+                if path not in self._unreadable:  # by position, not name: a photo's name may be a person's
                     self._unreadable.add(path)
-                    log.warning("capture %s: skipping %s (said once; later passes skip it silently)",
-                                self._name, exc)
+                    log.warning("capture %s: skipping image %d of %d in name order, %s (said once; later passes "
+                                "skip it silently)", self._name, self._next, len(self._paths),
+                                str(exc).removeprefix(f"{path}: "))
                 continue
             self._pacer.wait()
             return image
