@@ -75,7 +75,7 @@ def crop_face(image_bgr: np.ndarray, face: Face, crop: CropConvention, input_siz
         angle = math.degrees(math.atan2(ly - ry, lx - rx))
     out_h, out_w = input_size
     work = max(out_w, min(int(round(side)), out_w * ANTIALIAS_FACTOR))
-    if work < side:  # a shrinking bilinear warp samples, and fine texture aliases: area-shrink the region first
+    if work < round(side):  # a shrinking bilinear warp samples, and fine texture aliases: area-shrink the region first
         image_bgr, (cx, cy), side = _shrink_region(image_bgr, (cx, cy), side, work / side)
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, work / side)
     matrix[:, 2] += (work / 2 - cx, work / 2 - cy)

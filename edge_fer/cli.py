@@ -31,6 +31,8 @@ def _no_limit_or_more(kind: type):
         value = kind(text)
         if value < 0:
             raise argparse.ArgumentTypeError(f"{text} is negative; give 0 for no limit, or a positive limit")
+        if value != value or value == float("inf"):  # nan compares false with every limit: a run that never ends
+            raise argparse.ArgumentTypeError(f"{text} is not a number of seconds; give 0 for no limit")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
     return parse
@@ -177,9 +179,9 @@ def _parser() -> argparse.ArgumentParser:
 def _fatal(text: str) -> None:
     """The line that says why the process ends; in the journal at error priority (``<3>``), or
     ``journalctl -p err`` would miss the one line that explains a failed start."""
-    from edge_fer.logsetup import stderr_is_journal
+    from edge_fer.logsetup import stderr_is_journal, syslog_priority
 
-    print(("<3>" if stderr_is_journal() else "") + text, file=sys.stderr)
+    print((f"<{syslog_priority(logging.ERROR)}>" if stderr_is_journal() else "") + text, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

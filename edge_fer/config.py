@@ -84,6 +84,14 @@ def _client_id(value: str) -> str | None:
     return None
 
 
+def _host(value: str) -> str | None:
+    """A name or address: a URL or host:port would be retried for ever as ``host:port:1883``."""
+    if "://" in value or "/" in value or any(c.isspace() for c in value) or value.count(":") == 1:
+        return ("a host name or address only; put the port in mqtt.port and TLS in mqtt.tls_ca_file "
+                "(no scheme, no :port, no path)")
+    return None
+
+
 def _file(value: str) -> str | None:
     if value and not Path(value).is_file():
         return "file not found (or not a regular file)"
@@ -150,12 +158,19 @@ class TrackerConfig:
     uncertain_below: float = _opt(0.45, lo=0.0, hi=1.0)
     uncertain_margin: float = _opt(0.05, lo=0.0, hi=0.5)
 
+    def problems(self) -> list[str]:
+        """Checks between fields of this section."""
+        if self.uncertain_below + self.uncertain_margin > 1:
+            return [f"tracker.uncertain_below + tracker.uncertain_margin = "
+                    f"{self.uncertain_below + self.uncertain_margin:g}: must be at most 1, or every face stays uncertain"]
+        return []
+
 
 @dataclass(frozen=True)
 class MqttConfig:
     """The broker, this device's topics, credentials, TLS and the outage buffer."""
 
-    host: str = _opt("")  # empty = no broker: JSON lines on stdout
+    host: str = _opt("", check=_host)  # empty = no broker: JSON lines on stdout
     port: int = _opt(1883, lo=1, hi=65535)
     prefix: str = _opt("edge-fer", check=_topic_prefix)
     device_id: str = _opt(default_factory=default_device_id, check=_topic_id)
@@ -268,7 +283,8 @@ def _read_file(path: str | None, problems: list[str]) -> dict[str, Any]:
     file = Path(DEFAULT_CONFIG_PATH if path is None else path)
     if not file.exists():
         if path is not None:
-            problems.append(f"config file {file}: not found")
+            problems.append(f"config file {file}: not found; give an existing file, or leave out --config for "
+                            f"{DEFAULT_CONFIG_PATH} (or the built-in defaults); config.example.toml is a template")
         return {}
     try:
         with file.open("rb") as fh:
@@ -409,20 +425,14 @@ in 5 became 106 tracks a minute and met k_min alone (measured); 1 s is the defau
 def _check_across_sections(cfg: Config) -> list[str]:
     """Settings each valid alone that together break a promise."""
     out = []
-    t, m, d, s = cfg.tracker, cfg.mqtt, cfg.detector, cfg.source
+    t, d, s = cfg.tracker, cfg.detector, cfg.source
     if cfg.privacy.mode == "aggregate" and t.max_missed_s < AGGREGATE_MIN_MISSED_S:
         out.append(f"tracker.max_missed_s = {t.max_missed_s:g}: aggregate mode needs at least "
                    f"{AGGREGATE_MIN_MISSED_S:g} s, or a face the detector misses for a frame counts as a new "
                    "person toward privacy.k_min")
-    if t.uncertain_below + t.uncertain_margin > 1:
-        out.append(f"tracker.uncertain_below + tracker.uncertain_margin = {t.uncertain_below + t.uncertain_margin:g}: "
-                   "must be at most 1, or every face stays uncertain")
     if d.min_face_px > min(s.width, s.height):
         out.append(f"detector.min_face_px = {d.min_face_px}: larger than the {s.width}x{s.height} frame, so no face "
                    "could ever count; lower it")
-    if m.host and ("://" in m.host or "/" in m.host or any(c.isspace() for c in m.host) or m.host.count(":") == 1):
-        out.append(f"mqtt.host = {json.dumps(m.host)}: a host name or address only; put the port in mqtt.port "
-                   "and TLS in mqtt.tls_ca_file (no scheme, no :port, no path)")
     return out
 
 
@@ -449,7 +459,7 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
         if value is not None:
             _set(tree, key, value, "from the command line", problems, from_text=True)
     cfg = _build(tree, problems)
-    problems += cfg.mqtt.problems() + _check_topic_prefixes_distinct(cfg) + _check_across_sections(cfg)
+    problems += cfg.mqtt.problems() + _check_topic_prefixes_distinct(cfg) + cfg.tracker.problems() + _check_across_sections(cfg)
     cfg = replace(cfg, mqtt=_resolve_mqtt(cfg.mqtt, env, problems),
                   service=replace(cfg.service, log_level=cfg.service.log_level.upper()))
     if problems:

@@ -14,6 +14,8 @@ from edge_fer import LABELS
 from edge_fer.errors import ModelError
 
 PACKAGED_MODEL = Path(__file__).parent / "models" / "expression_int8.tflite"
+PER_DETECTOR_CROP_SCHEMA = 2
+"""The card schema (quantize.card.CARD_SCHEMA) from which crop conventions are per detector."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def load_card(model_path: str | Path) -> ModelCard:
                          "(written by `python -m quantize card`)") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"model card {card_file} is unreadable ({exc})") from exc
-    if isinstance(raw.get("crop"), dict) and "by_detector" not in raw["crop"]:
+    if isinstance(raw.get("schema"), int) and raw["schema"] < PER_DETECTOR_CROP_SCHEMA:
         raise ModelError(f"model card {card_file} has one crop convention for every detector (an older card): "
                          "run `python -m quantize crop-fit` and `python -m quantize card` to fit one per detector")
     try:

@@ -12,6 +12,7 @@ import signal
 import statistics
 import threading
 import time
+from pathlib import Path
 from collections import deque
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from edge_fer.classify import ExpressionClassifier
 from edge_fer.config import DEFAULT_CONFIG_PATH, Config
 from edge_fer.detect import build_detector
 from edge_fer.errors import ConfigError, EdgeFerError
-from edge_fer.health import WATCHDOG_PING_FRACTION, Notifier, Watchdog, watchdog_timeout_s
+from edge_fer.health import WATCHDOG_PING_FRACTION, Notifier, Watchdog
 from edge_fer.logsetup import setup_logging
 from edge_fer.messages import FrameResult, PipelineStats
 from edge_fer.model_card import PACKAGED_MODEL
@@ -61,9 +62,14 @@ class RunLimits:
     duration_s: float = 0.0  # 0 = unlimited
 
 
+def model_path(cfg: Config) -> Path:
+    """The expression model the config names; empty means the packaged one."""
+    return Path(cfg.classifier.model) if cfg.classifier.model else PACKAGED_MODEL
+
+
 def build_pipeline(cfg: Config) -> Pipeline:
     backend = None if cfg.classifier.interpreter == "auto" else cfg.classifier.interpreter
-    classifier = ExpressionClassifier(cfg.classifier.model or PACKAGED_MODEL, detector=cfg.detector.kind,
+    classifier = ExpressionClassifier(model_path(cfg), detector=cfg.detector.kind,
                                       num_threads=cfg.classifier.threads, backend=backend)
     detector = build_detector(cfg.detector.kind, score_threshold=cfg.detector.score_threshold,
                               min_face_px=cfg.detector.min_face_px, max_faces=cfg.detector.max_faces,
@@ -142,9 +148,10 @@ class _Rate:
         return self.frames / elapsed if elapsed >= MIN_RATE_WINDOW_S else self.previous_fps
 
 
-FILE_KEYS = {"classifier": ("model",), "mqtt": ("tls_ca_file", "tls_cert_file", "tls_key_file")}
-"""Settings naming files the daemon reads once: a reload re-reads them when they changed in place
-(a renewed certificate, a retrained model copied over the old one), not only when the path did."""
+TLS_FILE_KEYS = ("tls_ca_file", "tls_cert_file", "tls_key_file")
+"""With classifier.model, the settings naming files the daemon reads once: a reload re-reads them
+when they changed in place (a renewed certificate, a retrained model copied over the old one), not
+only when the path did."""
 
 
 def file_fingerprints(cfg: Config) -> dict[str, tuple]:
@@ -157,29 +164,23 @@ def file_fingerprints(cfg: Config) -> dict[str, tuple]:
             return (path, None)
         return (path, st.st_mtime_ns, st.st_size, st.st_ino)
 
-    out = {}
-    for section, keys in FILE_KEYS.items():
-        paths = [getattr(getattr(cfg, section), key) for key in keys]
-        if section == "classifier":
-            paths = [p or str(PACKAGED_MODEL) for p in paths]
-        out[section] = tuple(stamp(p) for p in paths if p)
-    return out
+    mqtt = [getattr(cfg.mqtt, key) for key in TLS_FILE_KEYS]
+    return {"classifier": (stamp(str(model_path(cfg))),), "mqtt": tuple(stamp(p) for p in mqtt if p)}
 
 
-def check_fits_watchdog(cfg: Config) -> None:
+def check_fits_watchdog(cfg: Config, ping_interval_s: float | None) -> None:
     """Pings follow processed frames, so a source paced slower than systemd's watchdog would get a
     healthy daemon killed between frames, forever: refused. A stall timeout longer than it still
-    recovers, by a restart instead of a reconnect: said."""
-    timeout = watchdog_timeout_s()
-    if timeout is None:
+    recovers, by a restart instead of a reconnect: said. ``ping_interval_s``: the Watchdog's."""
+    if ping_interval_s is None:
         return
-    budget = timeout * WATCHDOG_PING_FRACTION  # room left for a frame's own jitter
-    if cfg.source.fps and 1 / cfg.source.fps > budget:
+    timeout = ping_interval_s / WATCHDOG_PING_FRACTION
+    if cfg.source.fps and 1 / cfg.source.fps > ping_interval_s:  # the other half is a frame's jitter
         raise ConfigError(f"source.fps = {cfg.source.fps:g} gives a frame every {1 / cfg.source.fps:g} s, but the "
                           f"unit's watchdog (WatchdogSec={timeout:g}) kills the service after {timeout:g} s without "
-                          f"one: set source.fps to at least {1 / budget:g}, or raise WatchdogSec= "
+                          f"one: set source.fps to at least {1 / ping_interval_s:g}, or raise WatchdogSec= "
                           "(systemctl edit edge-fer)")
-    if cfg.source.stall_timeout_s > budget:
+    if cfg.source.stall_timeout_s > ping_interval_s:
         log.warning("source.stall_timeout_s = %g is over half the unit's WatchdogSec=%g: a stalled camera is "
                     "restarted by the watchdog before it is reconnected", cfg.source.stall_timeout_s, timeout)
 
@@ -194,7 +195,7 @@ class Daemon:
         self._stop_at: float | None = None  # monotonic time of the stop signal
         self._dropped_before = 0  # dropped frames of sources closed by a reload
         self._ready = False  # READY=1 sent: the first frame was processed
-        self._status = ""  # the last STATUS= sent, repeated with a reload's READY=1
+        self._figures: tuple[float, int] | None = (0.0, 0)  # last STATUS= fps and faces; None: no picture
         self._files = file_fingerprints(cfg)  # as the running parts read them
         self.frames = 0
         self._hup = False
@@ -217,9 +218,9 @@ class Daemon:
 
     # --- start-up / reload -----------------------------------------------------------------
     def _start(self) -> None:
-        check_fits_watchdog(self.cfg)
+        check_fits_watchdog(self.cfg, self.watchdog.interval_s)
         self.pipeline = build_pipeline(self.cfg)
-        log.info("model %s on %s, detector %s", self.cfg.classifier.model or PACKAGED_MODEL.name,
+        log.info("model %s on %s, detector %s", model_path(self.cfg).name,
                  self.pipeline.classifier.backend, self.cfg.detector.kind)
         self.source = self._open(self.cfg, wait=True)
         if self.source is None:
@@ -265,7 +266,7 @@ class Daemon:
         self.notifier.reloading()
         try:  # build the new parts first: a part that fails leaves all of the old ones running
             new = self._reload()
-            check_fits_watchdog(new)
+            check_fits_watchdog(new, self.watchdog.interval_s)
             files = file_fingerprints(new)
             changed = {name for name in ("source", "detector", "classifier", "tracker", "mqtt", "homeassistant",
                                          "privacy", "service") if getattr(new, name) != getattr(self.cfg, name)}
@@ -296,7 +297,8 @@ class Daemon:
             self.cfg, self._files = new, files
             log.info("SIGHUP: config reloaded (changed: %s)", ", ".join(sorted(changed)) or "nothing")
         if self._ready:  # before the first frame, READY=1 waits for it
-            self.notifier.ready(self._status)
+            # the running figures, shown under the new config (a switch to aggregate hides the face count)
+            self.notifier.ready(STATUS_NO_PICTURE if self._figures is None else self._status_text(*self._figures))
 
     def _reopen_source(self, new: Config) -> None:
         """Close the old source first: a camera (libcamera, V4L2) has one owner at a time. If the
@@ -322,9 +324,9 @@ class Daemon:
 
     def _status_text(self, fps: float, faces: int) -> str:
         """systemd's STATUS= (`systemctl status`, readable by any local user): in aggregate mode a
-        live face count is exactly what the mode holds back below k_min. Kept for a reload's READY=1."""
-        self._status = f"fps={fps:.1f}" if self.cfg.privacy.mode == "aggregate" else f"fps={fps:.1f} faces={faces}"
-        return self._status
+        live face count is exactly what the mode holds back below k_min."""
+        self._figures = (fps, faces)  # for a reload's READY=1
+        return f"fps={fps:.1f}" if self.cfg.privacy.mode == "aggregate" else f"fps={fps:.1f} faces={faces}"
 
     def _stats(self, rate: _Rate, now: float, started: float) -> PipelineStats:
         return PipelineStats(
@@ -377,7 +379,7 @@ class Daemon:
                         # and the retained state stops claiming a face while the camera is away.
                         self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
                         faces = 0
-                        self._status = STATUS_NO_PICTURE
+                        self._figures = None
                         self.notifier.status(STATUS_NO_PICTURE)
                     continue
                 picture.frame(now)

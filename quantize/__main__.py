@@ -149,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=MODEL_DIR, help="folder for expression_{float,int8}.tflite and convert.json")
     p.add_argument("--seed", type=int, default=1234, help="seed of the representative-set draw")
 
-    p = step("crop-fit", _crop_fit, "measure where BlazeFace boxes sit on training faces: the crop convention")
+    p = step("crop-fit", _crop_fit, "measure where each detector's boxes sit on training faces: the crop conventions")
     p.add_argument("--out", default=f"{REPORT_DIR}/crop.json", help="the JSON card reads as <--reports>/crop.json")
 
     p = step("evaluate", _evaluate, "Keras vs float TFLite vs int8 TFLite on PrivateTest; latency; plots")

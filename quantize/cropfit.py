@@ -5,7 +5,7 @@ so we run that same detector on Training faces (upscaled, centred on a plain gre
 times their size, a camera-like framing; replicated or mirrored borders made BlazeFace miss
 faces or see mirror faces) and express the dataset crop relative to the box: its side as a multiple of
 the box side, its centre as an offset in box sides. Each detector boxes a face differently (Haar's
-box is about 1.2x BlazeFace's, and sits lower), so each gets its own convention; the daemon
+box is about 1.14x BlazeFace short-range's, and sits higher), so each gets its own convention; the daemon
 reproduces the one for the detector it runs.
 """
 from __future__ import annotations

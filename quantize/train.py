@@ -33,13 +33,13 @@ AUG_BLUR_PROB = 0.25  # motion / focus blur on a webcam or car camera
 WARMUP_EPOCHS = 1
 WEIGHT_DECAY = 5e-4
 KD_WEIGHT = 0.5
+"""With --teacher, the share of each target taken from the teacher's probabilities; the rest stays
+the label target. Hinton et al. 2015 (distillation) mix a soft and a hard term; half each here."""
 AUGMENTATIONS = ("camera", "mirror")
 """--augment: "camera" is _augmenter's full set. "mirror" only flips: measured on train3, the camera
 set leaves the net underfitting its own Training faces (cross-entropy 0.96 against the targets'
 entropy 0.67, Training accuracy only 1.7 pt over PublicTest). What a short stage without it gives
 and costs is in quantize/reports/tried/README.md."""
-"""With --teacher, the share of each target taken from the teacher's probabilities; the rest stays
-the label target. Hinton et al. 2015 (distillation) mix a soft and a hard term; half each here."""
 CHECKPOINT = "last-{epoch:03d}.keras"
 """Written after every epoch with the optimizer's state, so ``--resume`` continues the same schedule.
 train.json names the current one; the one before is deleted only after train.json moved on, so a

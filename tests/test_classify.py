@@ -57,7 +57,7 @@ def _copy_model(tmp_path, edit=None):
     (lambda c: c.update(input_size=[48, 64]), "feeds square grayscale crops.*input_size \\[48, 64\\]"),
     (lambda c: c.update(channels=3), "feeds square grayscale crops.*channels 3"),
     (lambda c: c["crop"]["by_detector"]["haar"].update(scale=0), "feeds square grayscale crops.*'haar': 0"),
-    (lambda c: c.update(crop={"scale": 1.2, "center_offset": [0, -0.1], "align_eyes": True}),
+    (lambda c: c.update(schema=1, crop={"scale": 1.2, "center_offset": [0, -0.1], "align_eyes": True}),
      "one crop convention for every detector .* crop-fit"),
 ])
 def test_a_card_that_does_not_fit_the_model_is_refused(tmp_path, edit, match):

@@ -288,6 +288,12 @@ def test_a_negative_run_limit_is_refused_not_taken_as_reached(flag, value):
     assert f"argument {flag}: {value} is negative; give 0 for no limit" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_duration_that_is_no_number_is_refused_not_run_for_ever(value):
+    result = edge_fer("run", "--duration", value)
+    assert result.returncode == 2 and f"argument --duration: {value} is not a number of seconds" in result.stderr
+
+
 # --- run, no broker: JSON lines on stdout -------------------------------------------------------
 
 def test_run_ends_when_its_output_reader_goes_away():

@@ -92,7 +92,10 @@ class StillGrabber:
         self.period = pacer.period
         self._loop = loop
         self._next = 0
-        self._cached = read_image(paths[0]) if len(paths) == 1 else None
+        try:
+            self._cached = read_image(paths[0]) if len(paths) == 1 else None
+        except SourceError as exc:
+            raise SourceError(f"{self._name}: {exc}") from None
         self._unreadable: set[Path] = set()  # said once: a looping folder would repeat it every pass
 
     def grab(self) -> np.ndarray | None:
@@ -109,8 +112,7 @@ class StillGrabber:
                 if path not in self._unreadable:  # by position, not name: a photo's name may be a person's
                     self._unreadable.add(path)
                     log.warning("capture %s: skipping image %d of %d in name order, %s (said once; later passes "
-                                "skip it silently)", self._name, self._next, len(self._paths),
-                                str(exc).removeprefix(f"{path}: "))
+                                "skip it silently)", self._name, self._next, len(self._paths), exc)
                 continue
             self._pacer.wait()
             return image
@@ -121,10 +123,16 @@ class StillGrabber:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to BGR, read-only so a consumer cannot alter a frame that repeats."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """Decode an image file to BGR, read-only so a consumer cannot alter a frame that repeats.
+
+    Errors do not name the file (a photo's name may be a person's; callers say which source), and
+    OpenCV never sees the path either: ``cv2.imread`` prints it to stderr, the journal, on failure."""
+    try:
+        image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    except OSError as exc:
+        raise SourceError(f"cannot read the image ({exc.strerror or type(exc).__name__})") from None
     if image is None:
-        raise SourceError(f"{path}: not a readable image (damaged, or a format OpenCV does not read); "
+        raise SourceError("not a readable image (damaged, or a format OpenCV does not read); "
                           "re-save it as JPEG or PNG, or remove it")
     image.flags.writeable = False
     return image

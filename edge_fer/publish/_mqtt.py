@@ -33,7 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_fer.config import MQTT_V5, MQTT_V311, Config
 from edge_fer.errors import PublishError
 from edge_fer.publish._discovery import HA_ONLINE, status_topic
-from edge_fer.publish._payloads import ONLINE, QOS, STOPPED, Message
+from edge_fer.publish._payloads import QOS, STOPPED, Message
 from edge_fer.publish._sink import STOP_DRAIN_S, BufferedSink, drain_timeout
 
 log = logging.getLogger("edge_fer.publish.mqtt")
@@ -205,7 +205,7 @@ class MqttSink(BufferedSink):
         with self.outbox.cond:  # one step with _on_connect: announced once per connection
             self._announced = True
             if self._connected and not self._stopped:
-                self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
+                self.outbox.push(lambda: self.stream.announcement())
 
     def wait_connected(self, timeout: float) -> bool:
         return self.outbox.wait_until(lambda: self._connected, timeout)
@@ -310,13 +310,13 @@ class MqttSink(BufferedSink):
                  "resumed" if flags.session_present else "new")
         if self._ha_status:
             client.subscribe(self._ha_status, qos=QOS)
-        with self.outbox.cond:  # one step: nothing is sent as connected before "online" is queued
+        with self.outbox.cond:  # one step: once announced, nothing is sent as connected before "online" is queued
             self._connected, self._down = True, False
             self._resync = bool(self._inflight)
             # Not before the daemon's first frame (announce), nor after a stop before this CONNACK:
             # the retained status stays what it was ("stopped", or the Last Will's "offline").
             if self._announced and not self._stopped:
-                self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
+                self.outbox.push(lambda: self.stream.announcement())
             self.outbox.cond.notify_all()  # the sender waits for a connection, not only for messages
 
     def _mark_down(self) -> None:

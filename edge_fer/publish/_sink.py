@@ -13,7 +13,7 @@ from collections.abc import Callable
 from edge_fer.config import Config
 from edge_fer.messages import FrameResult, PipelineStats
 from edge_fer.publish._outbox import Outbox
-from edge_fer.publish._payloads import ONLINE, STOPPED, Message, SinkCounters
+from edge_fer.publish._payloads import STOPPED, Message, SinkCounters
 from edge_fer.publish._stream import MessageStream
 
 log = logging.getLogger("edge_fer.publish")
@@ -78,7 +78,7 @@ class MemorySink(Sink):
         pass
 
     def announce(self) -> None:
-        self.messages += self.stream.available(ONLINE) + self.stream.discovery()
+        self.messages += self.stream.announcement()
 
     def publish_frame(self, result: FrameResult) -> None:
         self.messages += self.stream.frame(result)
@@ -146,7 +146,7 @@ class StdoutSink(BufferedSink):
         self._writer.start()
 
     def announce(self) -> None:
-        self.outbox.push(lambda: self.stream.available(ONLINE) + self.stream.discovery())
+        self.outbox.push(lambda: self.stream.announcement())
 
     def _write_loop(self) -> None:
         while (message := self.outbox.take()) is not None:

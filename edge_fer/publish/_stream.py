@@ -48,6 +48,10 @@ class MessageStream:
         self._seq += 1
         return self._seq
 
+    def announcement(self) -> list[p.Message]:
+        """``available=online`` and the discovery configs: what a sink says once the daemon is up."""
+        return self.available(p.ONLINE) + self.discovery()
+
     def available(self, status: str, reason: str | None = None) -> list[p.Message]:
         return [p.available(self.topics, status, self._next_seq(), self._clock(), reason)]
 
