@@ -135,10 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-width", type=_at_least(1), default=BASE_WIDTH,
                    help="channels of the first block, doubled per block (the default is the shipped model's; "
                         "a wider net makes a teacher, not a model for the device)")
-    p.add_argument("--fer2013-labels", choices=("matched", "as-given", "none"), default="matched",
+    p.add_argument("--fer2013-labels", choices=("matched", "as-given", "none", "only"), default="matched",
                    help="matched: FER2013 labels carried to FER+'s sharp copies of the faces (default); "
                         "as-given: FER2013's own (blurred) Training images as a second view; "
-                        "none: FER+'s vote distributions alone")
+                        "none: FER+'s vote distributions alone; "
+                        "only: the matched FER2013 labels alone, FER+'s votes unused")
     p.add_argument("--augment", choices=AUGMENTATIONS, default=AUGMENTATIONS[0],
                    help="camera: shift, zoom, rotation, blur, brightness/contrast and mirror (default); "
                         "mirror: the mirror image only, for a short low-rate stage after --init that lets "

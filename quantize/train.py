@@ -64,6 +64,8 @@ class TrainConfig:
     # "matched": FER+'s sharp images, targets = mean of FER+ votes and the FER2013 label matched to
     # the same face. "as-given": both archives' Training images as two views (FER2013's are blurred).
     # "none": FER+'s vote distributions alone (its paper's "probability" scheme), FER2013 unused.
+    # "only": the matched FER2013 labels alone (smoothed), FER+'s votes unused: the other end of the
+    # trade-off between the two label sets, to measure how far FER2013 accuracy goes on its own.
     fer2013_labels: str = "matched"
     base_width: int = BASE_WIDTH
     augment: str = AUGMENTATIONS[0]
@@ -122,6 +124,10 @@ def _training_set(cfg: TrainConfig, log) -> tuple[np.ndarray, np.ndarray]:
     sure = matched >= 0
     onehot = np.eye(len(LABELS), dtype=np.float32)[np.where(sure, matched, 0)]
     smoothed = onehot * (1 - LABEL_SMOOTHING) + LABEL_SMOOTHING / len(LABELS)
+    if cfg.fer2013_labels == "only":
+        log(f"FER2013 labels matched to {int(sure.sum())} of {len(plus.images)} sharp FER+ Training faces; "
+            "training on those alone")
+        return plus.images[sure], smoothed[sure]
     targets = np.where(sure[:, None], (plus.targets + smoothed) / 2, plus.targets).astype(np.float32)
     log(f"FER2013 labels matched to {int(sure.sum())} of {len(plus.images)} sharp FER+ Training faces; "
         f"their FER+ majority agrees with the FER2013 label on {float((plus.labels[sure] == matched[sure]).mean()):.3f}")

@@ -280,6 +280,20 @@ def test_training_targets_without_fer2013_are_the_ferplus_vote_distributions():
     assert not np.allclose(matched, plus.targets)  # the default mixes in FER2013's labels
 
 
+def test_training_targets_with_fer2013_only_are_its_matched_labels_on_the_sharp_faces():
+    from quantize.match import match_labels
+    from quantize.train import TrainConfig, _training_set
+
+    fer, plus = load_fer2013(MINI, "Training"), load_ferplus(MINI, "Training")
+    matched = match_labels(fer, plus)
+    sure = matched >= 0
+    assert 0 < sure.sum() < len(plus.images)  # the fixture has faces FER2013 cannot be matched to
+    images, targets = _training_set(TrainConfig(data=str(MINI), out="-", fer2013_labels="only"), log=lambda _: None)
+    np.testing.assert_array_equal(images, plus.images[sure])
+    np.testing.assert_array_equal(targets.argmax(axis=1), matched[sure])
+    assert np.all(targets.max(axis=1) > 0.8)  # a smoothed one-hot label, not a vote distribution
+
+
 def test_resume_refuses_when_a_file_the_run_read_has_changed(tmp_path):
     from dataclasses import asdict
 
