@@ -9,6 +9,8 @@ came from and what is allowed, so one edit fixes a config instead of one edit pe
 The MQTT password comes from ``mqtt.password`` (file or ``EDGE_FER_MQTT__PASSWORD``), else
 ``mqtt.password_file``, else ``$CREDENTIALS_DIRECTORY/mqtt_password`` (systemd
 ``LoadCredential=``). It is kept out of ``repr`` and shown as ``***`` by ``dump_config``.
+A camera URL holding a password is kept out of the config file, which every local user can read,
+the same way: ``source.uri_file``, else ``$CREDENTIALS_DIRECTORY/source_uri``.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ ENV_PREFIX = "EDGE_FER_"
 ENV_SEPARATOR = "__"
 CREDENTIAL_NAME = "mqtt_password"
 """File name under ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=mqtt_password:/path``)."""
+SOURCE_CREDENTIAL_NAME = "source_uri"
+"""File name under ``$CREDENTIALS_DIRECTORY`` for a camera URL with a password."""
 
 MAX_TOPIC_ID_LEN = 64
 """device_id bound: it appears in every topic and in Home Assistant unique_ids."""
@@ -114,6 +118,8 @@ class SourceConfig:
     """Where frames come from."""
 
     uri: str = _opt("builtin:astronaut", check=lambda v: None if v else "must not be empty")
+    # A file holding the uri, for a camera URL with a password: config.toml is world-readable.
+    uri_file: str = _opt("", check=_file)
     width: int = _opt(640, lo=MIN_IMAGE_PX, hi=MAX_IMAGE_PX)
     height: int = _opt(480, lo=MIN_IMAGE_PX, hi=MAX_IMAGE_PX)
     fps: float = _opt(0.0, lo=0.0, hi=MAX_SOURCE_FPS)  # 0 = the source's own rate
@@ -408,6 +414,31 @@ def _password(m: MqttConfig, env: Mapping[str, str], problems: list[str]) -> str
     return ""
 
 
+def _resolve_source(s: SourceConfig, uri_given: bool, env: Mapping[str, str], problems: list[str]) -> SourceConfig:
+    """source.uri, else source.uri_file, else the systemd credential; two of them is a mistake."""
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    credential = Path(credentials) / SOURCE_CREDENTIAL_NAME if credentials else None
+    if s.uri_file:
+        if uri_given:
+            problems.append("source.uri and source.uri_file: both set; keep one (uri_file for a URL with a password)")
+            return s
+        path, label = Path(s.uri_file), "source.uri_file"
+    elif credential is not None and credential.is_file():
+        if uri_given:
+            problems.append(f"source.uri is set and so is the systemd credential {SOURCE_CREDENTIAL_NAME} "
+                            f"(/etc/credstore/edge-fer.{SOURCE_CREDENTIAL_NAME}); keep one")
+            return s
+        path, label = credential, f"$CREDENTIALS_DIRECTORY/{SOURCE_CREDENTIAL_NAME}"
+    else:
+        return s
+    uri = _read_secret(path, label, problems).strip()
+    if not uri:
+        if not any(p.startswith(label) for p in problems):
+            problems.append(f"{label} = {json.dumps(str(path))}: is empty; it must hold the source URI")
+        return s
+    return replace(s, uri=uri)
+
+
 def _resolve_mqtt(m: MqttConfig, env: Mapping[str, str], problems: list[str]) -> MqttConfig:
     """Fill in the password from where it is kept, and the derived client_id."""
     password = _password(m, env, problems)
@@ -461,6 +492,7 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
     cfg = _build(tree, problems)
     problems += cfg.mqtt.problems() + _check_topic_prefixes_distinct(cfg) + cfg.tracker.problems() + _check_across_sections(cfg)
     cfg = replace(cfg, mqtt=_resolve_mqtt(cfg.mqtt, env, problems),
+                  source=_resolve_source(cfg.source, "uri" in tree.get("source", {}), env, problems),
                   service=replace(cfg.service, log_level=cfg.service.log_level.upper()))
     if problems:
         raise ConfigError(problems)

@@ -150,8 +150,9 @@ def install_service(root: Path = Path("/"), config_source: Path | None = None,
     if live and systemd_running():
         if subprocess.run(["systemctl", "daemon-reload"]).returncode != 0:
             raise InstallError("systemctl daemon-reload failed; the files are in place, run it again")
-        print(f"next: edit {config}, optionally put the MQTT password in "
-              f"{credstore}/edge-fer.mqtt_password (mode 0600), then: systemctl enable --now edge-fer")
+        print(f"next: edit {config}; a camera URL with a password goes in {credstore}/edge-fer.source_uri "
+              f"and the MQTT password in {credstore}/edge-fer.mqtt_password (mode 0600, both optional); "
+              "then: systemctl enable --now edge-fer")
     else:
         print("skipped systemctl daemon-reload (not the running system)")
     return 0

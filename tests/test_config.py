@@ -117,6 +117,41 @@ def test_password_sources_and_redaction(tmp_path, where):
     assert SECRET not in dumped and 'password = "***"' in dumped
 
 
+CAMERA_URL = f"rtsp://admin:{SECRET}@192.0.2.7:554/stream1"
+
+
+@pytest.mark.parametrize("where", ["uri_file", "credential"])
+def test_a_camera_url_with_a_password_can_live_outside_the_world_readable_config(tmp_path, where):
+    text, env = "[source]\nwidth = 640\n", {}
+    if where == "uri_file":
+        (tmp_path / "camera").write_text(CAMERA_URL + "\n")
+        text += f"uri_file = '{tmp_path / 'camera'}'\n"
+    else:
+        (tmp_path / "creds").mkdir()
+        (tmp_path / "creds" / "source_uri").write_text(CAMERA_URL)
+        env["CREDENTIALS_DIRECTORY"] = str(tmp_path / "creds")
+    cfg = load_config(write(tmp_path, text), {}, env)
+    assert cfg.source.uri == CAMERA_URL
+    assert SECRET not in dump_config(cfg)
+
+
+def test_a_camera_url_given_twice_is_refused_and_an_empty_one_named(tmp_path):
+    (tmp_path / "camera").write_text(CAMERA_URL)
+    with pytest.raises(ConfigError, match=r"source\.uri and source\.uri_file: both set") as err:
+        load_config(write(tmp_path, f"[source]\nuri = '/dev/video0'\nuri_file = '{tmp_path / 'camera'}'\n"), {}, {})
+    assert SECRET not in str(err.value)
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "creds" / "source_uri").write_text(CAMERA_URL)
+    creds = {"CREDENTIALS_DIRECTORY": str(tmp_path / "creds")}
+    with pytest.raises(ConfigError, match=r"source\.uri is set and so is the systemd credential source_uri"):
+        load_config(write(tmp_path, "[source]\nuri = '/dev/video0'\n"), {}, creds)
+    with pytest.raises(ConfigError, match=r"source\.uri is set and so is"):  # from the command line too
+        load_config(write(tmp_path, ""), {"source.uri": "/dev/video0"}, creds)
+    (tmp_path / "creds" / "source_uri").write_text("\n")
+    with pytest.raises(ConfigError, match=r"CREDENTIALS_DIRECTORY/source_uri = .*: is empty"):
+        load_config(write(tmp_path, ""), {}, creds)
+
+
 def test_errors_never_show_the_password(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, f"[mqtt]\npassword = '{SECRET}'\n"), {}, {"EDGE_FER_MQTT__PASSWORD": "x" * 3})

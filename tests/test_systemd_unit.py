@@ -16,6 +16,7 @@ import pytest
 from edge_fer.install import (HIDDEN_PREFIXES, UNIT_EXEC_PLACEHOLDER, InstallError, check_executable, install_service,
                               packaged)
 from edge_fer.service import FIRST_FRAME_TIMEOUT_S
+from edge_fer.config import CREDENTIAL_NAME, SOURCE_CREDENTIAL_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "edge-fer.service"
@@ -144,7 +145,9 @@ def test_unit_declares_the_service_contract():
     assert values("ExecReload", unit) == [f"{UNIT_EXEC_PLACEHOLDER} check-config", "/bin/kill -HUP $MAINPID"]
     assert set(values("DeviceAllow", unit)) == {"char-video4linux rw", "char-media rw", "char-dma_heap rw"}
     assert {"PYTHONUNBUFFERED=1", "PYTHONDONTWRITEBYTECODE=1"} <= set(values("Environment", unit)[0].split())
-    assert values("LoadCredential", unit) == ["mqtt_password:edge-fer.mqtt_password"]
+    # the names the config reads under $CREDENTIALS_DIRECTORY
+    assert values("LoadCredential", unit) == [f"{CREDENTIAL_NAME}:edge-fer.{CREDENTIAL_NAME}",
+                                              f"{SOURCE_CREDENTIAL_NAME}:edge-fer.{SOURCE_CREDENTIAL_NAME}"]
 
 
 def test_start_limit_stops_fast_failures_but_not_watchdog_restarts():
