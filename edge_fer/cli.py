@@ -55,12 +55,14 @@ def _load(args, apply_logging: bool = True):
     """``apply_logging=False`` for a reload: the daemon applies the level only if it accepts the config."""
     import os
 
-    from edge_fer.config import load_config
+    from edge_fer.config import load_config, readable_camera_password
     from edge_fer.logsetup import setup_logging
 
     cfg = load_config(args.config, _overrides(args), os.environ)
     if apply_logging:
         setup_logging(cfg.service.log_level)  # validated: service.log_level, or --log-level over it
+        if warning := readable_camera_password(args.config):
+            log.warning("%s", warning)
     return cfg
 
 

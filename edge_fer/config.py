@@ -20,6 +20,7 @@ import math
 import os
 import re
 import socket
+import stat
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -497,6 +498,24 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def readable_camera_password(path: str | None) -> str | None:
+    """A warning when the config file holds a camera password and every local user can read it
+    (the installer's mode, 0644, so the dynamic user can read it): whoever reads it can watch the
+    faces. Not an error: an existing install keeps running while its owner moves the URL."""
+    file = Path(DEFAULT_CONFIG_PATH if path is None else path)
+    try:
+        if not file.stat().st_mode & stat.S_IROTH:
+            return None
+        uri = _read_file(str(file), []).get("source", {}).get("uri")
+    except OSError:
+        return None
+    if not isinstance(uri, str) or redact_uri(uri) == uri:
+        return None
+    return (f"{file} holds a camera password in source.uri and every user of this machine can read it: move the "
+            f"URL to /etc/credstore/edge-fer.{SOURCE_CREDENTIAL_NAME} (mode 0600) or to a file named by "
+            "source.uri_file, and remove source.uri")
 
 
 def _toml_value(value: Any) -> str:

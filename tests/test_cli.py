@@ -635,6 +635,18 @@ def test_check_config_prints_the_effective_config_with_the_password_redacted(tmp
     assert dumped["source"]["uri"] == "builtin:astronaut"  # defaults are shown too
 
 
+def test_a_camera_password_in_a_config_others_can_read_is_warned_about(tmp_path: Path):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[source]\nuri = "rtsp://admin:{SECRET}@192.0.2.7/stream1"\n')
+    config.chmod(0o644)  # as install-service writes it
+    result = edge_fer("check-config", "--config", str(config), env=cli_env())
+    assert result.returncode == 0, result.stderr
+    assert "every user of this machine can read it" in result.stderr and "edge-fer.source_uri" in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    config.chmod(0o640)
+    assert "can read it" not in edge_fer("check-config", "--config", str(config), env=cli_env()).stderr
+
+
 def test_a_camera_slower_than_max_missed_s_is_not_a_lost_picture(tmp_path):
     """At 0.8 fps a frame comes every 1.25 s, longer than tracker.max_missed_s (1 s). The wait
     between two frames is not a stalled camera: the face is confirmed, and ends only at the stop."""
