@@ -15,18 +15,21 @@ from edge_fer.interpreter import load_model
 from quantize.convert import converted_from
 from quantize.data import LABELS, data_hashes, sha256_of
 from quantize.model import BASE_WIDTH
+from quantize.provenance import read_record
 
 CARD_SCHEMA = 2  # 2: one crop convention per detector
 
 
 def _record(path: Path, step: str) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `python -m quantize {step}` with its output there")
-    record = json.loads(path.read_text())
+    record = read_record(path, f"run `python -m quantize {step}` with its output there")
     if not record.get("command"):
         raise ValueError(f"{path} records no command (written before the steps recorded theirs): run "
                          f"`python -m quantize {step}` again")
     return record
+
+
+def _train_record(train_dir: Path) -> dict:
+    return read_record(train_dir / "train.json", f"give --train the folder `python -m quantize train --out` wrote")
 
 
 def _same_data(record: dict, where: Path, data: dict[str, str], data_dir: str) -> None:
@@ -38,7 +41,8 @@ def _same_data(record: dict, where: Path, data: dict[str, str], data_dir: str) -
                              f"{data_dir}/{name} ({digest[:12]}…): give the same --data, or run that step again")
 
 
-def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval_dir: str, crop_file: str) -> dict:
+def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval_dir: str, crop_file: str,
+               command: str = "") -> dict:
     """The card of ``model`` at ``card_path``; raises before writing anything when an input is
     missing or belongs to another run. The commands are the ones the steps recorded."""
     interp = load_model(model).interpreter
@@ -46,7 +50,7 @@ def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval
     in_scale, in_zero = inp["quantization"]
     if int(out["shape"][-1]) != len(LABELS):
         raise ValueError(f"{model} has {out['shape'][-1]} outputs, expected {len(LABELS)}")
-    train = json.loads((Path(train_dir) / "train.json").read_text())
+    train = _train_record(Path(train_dir))
     converted = converted_from(model.parent, Path(train_dir) / "model.keras")
     evaluation = _record(Path(eval_dir) / "evaluation.json", "evaluate")
     crop = _record(Path(crop_file), "crop-fit")
@@ -62,8 +66,11 @@ def write_card(model: Path, card_path: Path, data_dir: str, train_dir: str, eval
         raise ValueError(f"{model.parent}/convert.json records no command: run `python -m quantize convert` again")
     _same_data(converted, model.parent / "convert.json", data, data_dir)
     _same_data(evaluation, Path(eval_dir) / "evaluation.json", data, data_dir)
+    _same_data(crop, Path(crop_file), data, data_dir)
     stages = training_stages(Path(train_dir), data)
     commands = {"convert": converted["command"], "crop_fit": crop["command"], "evaluate": evaluation["command"]}
+    if command:
+        commands["card"] = command
     acc = evaluation["accuracy"]
     card = {
         "schema": CARD_SCHEMA,
@@ -120,7 +127,7 @@ def _stage_dirs(train_dir: Path, needed_by: tuple[Path, ...] = ()) -> list[Path]
     """This run and every run it needed (``--init``, ``--teacher``), each once, earliest first."""
     if train_dir.resolve() in needed_by:
         raise ValueError(f"{train_dir} needs its own output (through --init or --teacher): no command can make it")
-    config = json.loads((train_dir / "train.json").read_text())["config"]
+    config = _train_record(train_dir)["config"]
     earlier = [Path(config["init"]).parent] if config.get("init") else []
     earlier += [Path(t).parent for t in config.get("teacher", [])]
     stages: list[Path] = []
@@ -132,7 +139,7 @@ def _stage_dirs(train_dir: Path, needed_by: tuple[Path, ...] = ()) -> list[Path]
 def _stage(train_dir: Path, data: dict[str, str]) -> dict:
     """One training run as the card records it. Refuses a run whose recorded inputs (data files,
     ``--init``, ``--teacher``) are not the files there now: its command would not remake it."""
-    record = json.loads((train_dir / "train.json").read_text())
+    record = _train_record(train_dir)
     inputs = record.get("inputs")
     for name, read in (inputs or {}).items():
         now = data.get(Path(read["path"]).name) if name in ("fer2013", "ferplus") else sha256_of(Path(read["path"]))

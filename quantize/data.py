@@ -66,20 +66,38 @@ def archive_path(data_dir: Path, filename: str) -> Path:
     return path
 
 
+ARRAY_KINDS = {"images": (3, "u"), "labels": (1, "iu"), "usage": (1, "U"), "votes": (2, "iuf"), "vote_columns": (1, "U")}
+"""Each key's dimensions and NumPy dtype kinds: a (n, 1) label column would broadcast against the
+predictions and give wrong accuracies without a word."""
+
+
 def open_archive(data_dir: Path, filename: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     path = archive_path(data_dir, filename)
     try:
-        archive = np.load(path)
-    except Exception as exc:  # numpy raises several types for a bad zip
-        raise DataError(f"{path} is not a readable NumPy archive ({exc})") from exc
-    missing = [k for k in keys if k not in archive.files]
-    if missing:
-        raise DataError(f"{path} lacks keys {missing}; expected {list(keys)}")
-    arrays = {k: archive[k] for k in keys}
-    if arrays["images"].ndim != 3 or arrays["images"].shape[1:] != IMAGE_SHAPE or arrays["images"].dtype != np.uint8:
+        with np.load(path) as archive:
+            missing = [k for k in keys if k not in archive.files]
+            if missing:
+                raise DataError(f"{path} lacks keys {missing}; expected {list(keys)}")
+            arrays = {k: archive[k] for k in keys}  # decompresses: a damaged member fails here
+    except DataError:
+        raise
+    except Exception as exc:  # numpy, zipfile and zlib raise several types for a bad archive
+        raise DataError(f"{path} is damaged or not a NumPy archive ({type(exc).__name__}: {exc}); copy it again "
+                        "and compare its sha256 with the data README's") from exc
+    _check_arrays(path, arrays)
+    return arrays
+
+
+def _check_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    for key, array in arrays.items():
+        ndim, kinds = ARRAY_KINDS[key]
+        if array.ndim != ndim or array.dtype.kind not in kinds:
+            raise DataError(f"{path}: {key} must be a {ndim}-D array of kind {kinds!r} (NumPy dtype.kind), "
+                            f"got {array.dtype} {array.shape}")
+    if arrays["images"].shape[1:] != IMAGE_SHAPE or arrays["images"].dtype != np.uint8:
         raise DataError(f"{path}: images must be uint8 (n, 48, 48), got {arrays['images'].dtype} {arrays['images'].shape}")
     rows = len(arrays["images"])
-    short = [f"{k} has {len(arrays[k])}" for k in keys if k not in ("images", "vote_columns") and len(arrays[k]) != rows]
+    short = [f"{k} has {len(a)}" for k, a in arrays.items() if k not in ("images", "vote_columns") and len(a) != rows]
     if short:
         raise DataError(f"{path}: every key needs one row per image ({rows}), but " + ", ".join(short))
     if "labels" in arrays and len(arrays["labels"]) and not (0 <= arrays["labels"].min() <= arrays["labels"].max() < len(LABELS)):
@@ -88,11 +106,10 @@ def open_archive(data_dir: Path, filename: str, keys: tuple[str, ...]) -> dict[s
     if "vote_columns" in arrays:
         columns = {str(c) for c in arrays["vote_columns"]}
         missing = [c for c in (*LABELS, *FERPLUS_DROP_MAJORITY) if c not in columns]
-        if missing or arrays["votes"].ndim != 2 or arrays["votes"].shape[1] != len(arrays["vote_columns"]):
+        if missing or arrays["votes"].shape[1] != len(arrays["vote_columns"]):
             raise DataError(f"{path}: votes need one column per vote_columns entry, among them "
                             f"{', '.join((*LABELS, *FERPLUS_DROP_MAJORITY))}; missing {missing or 'none'}, votes "
                             f"{arrays['votes'].shape}, vote_columns {len(arrays['vote_columns'])}")
-    return arrays
 
 
 def _rows(path: Path, usage: np.ndarray, split: str) -> np.ndarray:

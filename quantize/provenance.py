@@ -2,6 +2,7 @@
 refuses metrics measured on another model file."""
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -27,3 +28,17 @@ def provenance(data_dir: str | Path | None = None, **inputs: str | Path) -> dict
                   **inputs}
     return {"code_revision": code_revision(),
             "inputs": {name: {"path": str(path), "sha256": sha256_of(Path(path))} for name, path in inputs.items()}}
+
+
+def read_record(path: Path, remedy: str) -> dict:
+    """A step's JSON record; a missing or damaged one is named, with ``remedy`` (the step to run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {remedy}")
+    try:
+        record = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is damaged ({exc}): {remedy}") from exc
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a step's record (a JSON object): {remedy}")
+    return record

@@ -20,7 +20,7 @@ import numpy as np
 from quantize.data import LABELS, Split, load_fer2013, load_ferplus
 from quantize.match import SHARP_FLOOR, match_labels, sharpness
 from quantize.model import BASE_WIDTH, build_classifier, load_keras
-from quantize.provenance import code_revision, provenance
+from quantize.provenance import code_revision, provenance, read_record
 
 LABEL_SMOOTHING = 0.1
 """For FER2013's single labels only; FER+ votes are already soft."""
@@ -44,7 +44,7 @@ CHECKPOINT = "last-{epoch:03d}.keras"
 """Written after every epoch with the optimizer's state, so ``--resume`` continues the same schedule.
 train.json names the current one; the one before is deleted only after train.json moved on, so a
 run killed at any instant resumes from a checkpoint and a history that belong together."""
-RESUMABLE_CHANGES = {"time_budget_min", "resume"}
+RESUMABLE_CHANGES = {"time_budget_min", "resume", "overwrite"}
 """The only settings a resumed run may change; any other would make it a different run."""
 
 
@@ -60,6 +60,7 @@ class TrainConfig:
     limit: int = 0  # use only this many training faces (tests, smoke runs)
     init: str = ""  # start from this saved model (a second, low-rate stage) instead of random weights
     resume: bool = False  # continue the run in ``out`` from its last finished epoch
+    overwrite: bool = False  # start afresh in an ``out`` that holds a run (a forgotten --resume must not)
     teacher: list[str] = field(default_factory=list)  # .keras models whose averaged output mixes into the targets
     # "matched": FER+'s sharp images, targets = mean of FER+ votes and the FER2013 label matched to
     # the same face. "as-given": both archives' Training images as two views (FER2013's are blurred).
@@ -172,9 +173,12 @@ def _inputs(cfg: TrainConfig, out: Path) -> dict:
 def _resume_state(cfg: TrainConfig, out: Path, inputs: dict) -> dict | None:
     """The interrupted run's train.json, after checking it is the same run; None to start afresh."""
     if not cfg.resume:
+        if (out / "train.json").exists() and not cfg.overwrite:
+            raise ValueError(f"--out {out} already holds a training run (train.json): continue it with --resume, "
+                             "replace it with --overwrite, or give another --out")
         return None
     summary_path = out / "train.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = read_record(summary_path, "drop --resume to start the run afresh (with --overwrite)") if summary_path.exists() else {}
     if not summary.get("checkpoint") or not (out / summary["checkpoint"]).exists():
         raise FileNotFoundError(f"--resume: no interrupted run in {out} (needs train.json and the checkpoint it "
                                 "names); drop --resume to start one")
@@ -238,6 +242,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     inputs = _inputs(cfg, out)
     resumed = _resume_state(cfg, out, inputs)
     out.mkdir(parents=True, exist_ok=True)
+    if not resumed:
+        for stale in out.glob(CHECKPOINT.replace("{epoch:03d}", "*")):  # the replaced run's
+            stale.unlink()
 
     import keras
 
