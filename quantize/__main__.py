@@ -77,13 +77,15 @@ def _evaluate(a) -> None:
 def _robustness(a) -> None:
     from quantize.robustness import compare
 
-    compare(a.model, a.data, a.out)
+    compare(a.model, a.data, a.out, command=_command("robustness", ("--data", a.data),
+                                                     *(("--model", m) for m in a.model), ("--out", a.out)))
 
 
 def _tradeoff(a) -> None:
     from quantize.tradeoff import tradeoff
 
-    tradeoff(a.model, a.data, a.out)
+    tradeoff(a.model, a.data, a.out, command=_command("tradeoff", ("--data", a.data), ("--model", a.model),
+                                                      ("--out", a.out)))
 
 
 def _card(a) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from quantize.data import load_fer2013, load_ferplus
 from quantize.model import load_keras
+from quantize.provenance import provenance
 
 BLUR_SIGMA = 1.0  # px at 48x48: focus or motion blur of a webcam crop
 DARKEN = 60  # grey levels: an unlit cabin or a room at dusk
@@ -61,7 +62,9 @@ def mcnemar_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
-def compare(models: list[str], data_dir: str, out_file: str, log=print) -> dict:
+def compare(models: list[str], data_dir: str, out_file: str, command: str = "", log=print) -> dict:
+    if len(set(models)) != len(models):
+        raise ValueError(f"--model given twice ({', '.join(models)}): give different models to compare")
     splits = {"fer2013": load_fer2013(data_dir, "PublicTest"), "ferplus": load_ferplus(data_dir, "PublicTest")}
     hits: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for path in models:
@@ -71,7 +74,8 @@ def compare(models: list[str], data_dir: str, out_file: str, log=print) -> dict:
                       for cond, fn in CONDITIONS.items()}
     table = {cond: {path: {name: round(float(h.mean()), 4) for name, h in hits[path][cond].items()} for path in models}
              for cond in CONDITIONS}
-    result = {"split": "PublicTest", "ferplus_rule": "plurality", "accuracy": table,
+    result = {"command": command, **provenance(data_dir, **{f"model{i}": m for i, m in enumerate(models, 1)}),
+              "split": "PublicTest", "ferplus_rule": "plurality", "accuracy": table,
               "mean_over_degradations": {path: {name: round(float(np.mean([table[c][path][name] for c in CONDITIONS
                                                                               if c != "clean"])), 4)
                                                 for name in splits} for path in models}}

@@ -79,7 +79,7 @@ def cross_fitted_sweep(sets: dict[str, tuple[np.ndarray, np.ndarray]], seed: int
              **{name: round(float(s), 4) for name, s in zip(sets, row)}} for t, row in zip(points, scores)]
 
 
-def tradeoff(model_path: str, data_dir: str, out_path: str, log=print) -> dict:
+def tradeoff(model_path: str, data_dir: str, out_path: str, command: str = "", log=print) -> dict:
     """Both views averaged, as the daemon's smoothing sees a still face (quantize.evaluate)."""
     sets = {"fer2013": load_fer2013(data_dir, "PublicTest"), "ferplus": load_ferplus(data_dir, "PublicTest"),
             "ferplus_majority": load_ferplus(data_dir, "PublicTest", "majority")}
@@ -97,7 +97,8 @@ def tradeoff(model_path: str, data_dir: str, out_path: str, log=print) -> dict:
         what = "none (the model)" if t is None else f"{t:.1f} (0 FER+, 1 FER2013)"
         log(f"{what:>24s} " + " ".join(f"{row[name]:16.4f}" for name in sets))
     result = {
-        **provenance(int8_model=model_path),
+        "command": command,
+        **provenance(data_dir, int8_model=model_path),
         "split": "PublicTest, cross-fitted on halves (see quantize/tradeoff.py)",
         "views": "both (the face and its mirror), averaged",
         "offsets_fitted_on_all_of_publictest": full_fit,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from quantize.data import DataError, load_fer2013, load_ferplus, sha256_of
+from edge_fer.model_card import PACKAGED_MODEL
 from quantize.metrics import classification_report, expected_calibration_error
 
 MINI = Path(__file__).parent / "data" / "mini"
@@ -213,6 +214,9 @@ def test_toolchain_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
     assert main(["train", "--data", str(MINI), "--init", str(not_keras), "--base-width", "16"]) == 2
     assert "--base-width does not apply with --init" in capsys.readouterr().err
+    assert main(["robustness", "--data", str(MINI), "--model", str(not_keras), "--model", str(not_keras),
+                 "--out", str(tmp_path / "r.json")]) == 2
+    assert "--model given twice" in capsys.readouterr().err  # it would compare a model with itself
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--data", str(MINI), "--epochs", "0"])
     assert exit_.value.code == 2 and "--epochs: 0 is below 1" in capsys.readouterr().err
@@ -610,6 +614,8 @@ def test_tradeoff_command_writes_the_sweep(tmp_path):
     assert [r["toward_fer2013"] for r in report["sweep"]] == [None] + [round(0.1 * i, 2) for i in range(11)]
     assert set(report["offsets_fitted_on_all_of_publictest"]) == {"fer2013", "ferplus_majority"}
     assert report["inputs"]["int8_model"]["path"].endswith("expression_int8.tflite")
+    assert report["inputs"]["fer2013"]["sha256"] == sha256_of(MINI / "fer2013.npz")  # what it was measured on
+    assert report["command"] == f"python -m quantize tradeoff --data {MINI} --model {PACKAGED_MODEL} --out {out}"
 
 
 def test_mcnemar_says_when_a_split_of_discordant_faces_is_chance():
