@@ -179,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="where the model and card go; the default replaces the model the daemon ships")
     p = step("tradeoff", _tradeoff, "on PublicTest, what per-class offsets on the int8 model's output trade "
                                     "between the FER2013 and FER+ accuracies")
-    p.add_argument("--model", default=str(PACKAGED_MODEL), help="an int8 .tflite model (default: the shipped one)")
+    p.add_argument("--model", default=os.path.relpath(PACKAGED_MODEL), help="an int8 .tflite model (default: the shipped one)")
     p.add_argument("--out", type=_writable("file"), default=f"{REPORT_DIR}/tradeoff.json",
                    help="the JSON report (the default is the committed one, which the README quotes)")
     p = step("robustness", _robustness, "on PublicTest, Keras models side by side, clean and under camera "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -615,7 +616,7 @@ def test_tradeoff_command_writes_the_sweep(tmp_path):
     assert set(report["offsets_fitted_on_all_of_publictest"]) == {"fer2013", "ferplus_majority"}
     assert report["inputs"]["int8_model"]["path"].endswith("expression_int8.tflite")
     assert report["inputs"]["fer2013"]["sha256"] == sha256_of(MINI / "fer2013.npz")  # what it was measured on
-    assert report["command"] == f"python -m quantize tradeoff --data {MINI} --model {PACKAGED_MODEL} --out {out}"
+    assert report["command"] == f"python -m quantize tradeoff --data {MINI} --model {os.path.relpath(PACKAGED_MODEL)} --out {out}"
 
 
 def test_mcnemar_says_when_a_split_of_discordant_faces_is_chance():
