@@ -108,6 +108,21 @@ def test_dominant_is_the_most_frequent_label_then_the_most_confident():
     assert dominant([]) == "none"
 
 
+def test_two_faces_with_different_labels_do_not_flip_the_state_as_their_confidences_swap():
+    """A driver and a passenger, happy and sad: each face's label is steady, but the mirrored view
+    every other frame swaps which one is more confident. The state must not change with it."""
+    stream = MessageStream(make_cfg())
+    states = []
+    for i in range(20):
+        happy, sad = (0.7, 0.6) if i % 2 else (0.6, 0.7)
+        faces = [TrackedFace("a1", "happiness", happy), TrackedFace("b2", "sadness", sad)]
+        states += [m.payload["dominant"] for m in stream.frame(FrameResult(T0 + i * 0.2, faces)) if m.kind == "state"]
+    assert states == ["sadness"]  # the first frame's pick, once: no flip, no new retained message
+    # A third face breaks the tie: the majority wins at once, and holds.
+    faces = [TrackedFace("a1", "happiness", 0.6), TrackedFace("b2", "sadness", 0.9), TrackedFace("c3", "happiness", 0.5)]
+    assert [m.payload["dominant"] for m in stream.frame(FrameResult(T0 + 5, faces)) if m.kind == "state"] == ["happiness"]
+
+
 def test_iso_timestamps_are_utc_milliseconds():
     assert iso_ts(0.0) == "1970-01-01T00:00:00.000Z"
     assert iso_ts(T0 + 0.1234) == "2023-11-14T22:13:20.123Z"

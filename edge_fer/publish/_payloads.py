@@ -134,23 +134,30 @@ def expression(topics: Topics, event: TrackEvent, seq: int) -> Message:
     return Message("expression", topics.expression, payload, retain=False)
 
 
-def dominant(faces: Sequence[TrackedFace]) -> str:
-    """Most frequent label among the faces; ties go to the larger summed confidence."""
+def dominant(faces: Sequence[TrackedFace], previous: str | None = None) -> str:
+    """Most frequent label among the faces. On a tie the previous frame's pick stays while it is
+    still among the most frequent, else the larger summed confidence wins: two faces with
+    different labels are always tied, and their confidences swap order from frame to frame (each
+    face's mirror view is classified every other time), so confidence alone flipped the retained
+    state on every classified frame."""
     if not faces:
         return NO_FACE
     score = {label: (0, 0.0) for label in STATE_LABELS}
     for face in faces:
         n, conf = score[_label(face.label)]
         score[face.label] = (n + 1, conf + face.confidence)
+    top = max(n for n, _ in score.values())
+    if previous in score and score[previous][0] == top:
+        return previous
     return max(STATE_LABELS, key=lambda label: score[label])
 
 
-def state_content(faces: Sequence[TrackedFace], with_labels: bool) -> dict[str, Any]:
+def state_content(faces: Sequence[TrackedFace], with_labels: bool, previous_dominant: str | None = None) -> dict[str, Any]:
     """What the state topic says about these faces; compared frame to frame to detect change."""
     content: dict[str, Any] = {"mode": "labels" if with_labels else "presence",
                                "faces": len(faces), "present": bool(faces)}
     if with_labels:
-        content["dominant"] = dominant(faces)
+        content["dominant"] = dominant(faces, previous_dominant)
         content["counts"] = {label: sum(f.label == label for f in faces) for label in STATE_LABELS}
     return content
 

@@ -79,7 +79,8 @@ class MessageStream:
         without a real-time clock), the heartbeat goes out at once rather than after the step,
         or the retained state would expire in between."""
         now = result.timestamp
-        content = p.state_content(result.faces, with_labels=self._mode == "labels")
+        content = p.state_content(result.faces, with_labels=self._mode == "labels",
+                                  previous_dominant=(self._state or {}).get("dominant"))
         if content != self._state:
             self._state, self._state_changed_at = content, now
         elif 0 <= now - self._state_sent_at < self._heartbeat_s:
