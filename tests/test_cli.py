@@ -560,9 +560,9 @@ def ha_kill_run(mqtt_broker: Broker, tmp_path_factory: pytest.TempPathFactory) -
 def test_home_assistant_discovery_configs_are_retained(ha_kill_run):
     run = ha_kill_run
     ha = run.ha_prefix
-    assert sorted(line.topic for line in run.discovery) == [f"{ha}/binary_sensor/test-dev_face_present/config",
-                                                            f"{ha}/sensor/test-dev_expression/config",
-                                                            f"{ha}/sensor/test-dev_faces/config"]
+    assert sorted(line.topic for line in run.discovery) == [f"{ha}/binary_sensor/test-dev/face_present/config",
+                                                            f"{ha}/sensor/test-dev/expression/config",
+                                                            f"{ha}/sensor/test-dev/faces/config"]
     for line in run.discovery:
         assert line.retain
         jsonschema.validate(line.payload, load_schema("discovery"), cls=jsonschema.Draft202012Validator)

@@ -140,26 +140,30 @@ def test_available_and_last_will_payloads():
 
 
 @pytest.mark.parametrize("mode, objects", [
-    ("labels", ["sensor/kiosk-1_expression", "sensor/kiosk-1_faces", "binary_sensor/kiosk-1_face_present"]),
-    ("presence", ["sensor/kiosk-1_faces", "binary_sensor/kiosk-1_face_present"]),
-    ("aggregate", ["sensor/kiosk-1_window_expression", "sensor/kiosk-1_window_faces"]),
+    ("labels", ["sensor/expression", "sensor/faces", "binary_sensor/face_present"]),
+    ("presence", ["sensor/faces", "binary_sensor/face_present"]),
+    ("aggregate", ["sensor/window_expression", "sensor/window_faces"]),
 ])
 def test_discovery_offers_only_what_the_mode_publishes_and_removes_the_rest(mode, objects):
     cfg = make_cfg(homeassistant__discovery=True, privacy__mode=mode)
     messages = MessageStream(cfg).discovery()
     configs = [m for m in messages if m.kind == "discovery"]
-    assert [m.topic for m in configs] == [f"homeassistant/{o}/config" for o in objects]
-    every = {"sensor/kiosk-1_expression", "sensor/kiosk-1_faces", "binary_sensor/kiosk-1_face_present",
-             "sensor/kiosk-1_window_expression", "sensor/kiosk-1_window_faces"}
-    removals = [m for m in messages if m.kind == "discovery_removal"]
-    assert sorted(m.topic for m in removals) == sorted(f"homeassistant/{o}/config" for o in every - set(objects))
-    assert all(m.retain and m.payload is None for m in removals)
+    topic = "homeassistant/{}/kiosk-1/{}/config".format
+    assert [m.topic for m in configs] == [topic(*o.split("/")) for o in objects]
+    every = {"sensor/expression", "sensor/faces", "binary_sensor/face_present", "sensor/window_expression",
+             "sensor/window_faces"}
+    removals = [m.topic for m in messages if m.kind == "discovery_removal"]
+    # the other modes' entities, and every entity where edge-fer first put them (<device>_<object>)
+    legacy = "homeassistant/{}/kiosk-1_{}/config".format
+    assert sorted(removals) == sorted([topic(*o.split("/")) for o in every - set(objects)]
+                                      + [legacy(*o.split("/")) for o in every])
+    assert all(m.retain and m.payload is None for m in messages if m.kind == "discovery_removal")
     for m in configs:
         validate(m)
         assert m.retain
         assert m.payload["availability_topic"] == "edge-fer/kiosk-1/available"
         assert m.payload["availability_template"] == AVAILABILITY_TEMPLATE
-        assert m.payload["unique_id"].startswith("edge_fer_kiosk-1_")
+        assert m.payload["unique_id"].startswith("edge_fer:kiosk-1:")
         assert m.payload["device"]["identifiers"] == ["edge_fer_kiosk-1"]
         if m.payload.get("device_class") == "enum":
             assert m.payload["options"] == [*LABELS, "uncertain", "none"]
@@ -168,6 +172,23 @@ def test_discovery_offers_only_what_the_mode_publishes_and_removes_the_rest(mode
             assert m.payload["expire_after"] == cfg.mqtt.state_heartbeat_s * STATE_EXPIRY_HEARTBEATS
         else:
             assert m.payload["expire_after"] == cfg.privacy.aggregate_window_s * AGGREGATE_EXPIRY_WINDOWS
+
+
+def test_devices_whose_ids_share_a_prefix_never_share_a_discovery_topic_or_unique_id():
+    """kitchen's window_faces and kitchen_window's faces were one topic and one unique_id: each
+    device's announcement removed the other's entity."""
+    seen: dict[str, str] = {}
+    for device, mode in [("kitchen", "aggregate"), ("kitchen_window", "labels"), ("kitchen", "labels"),
+                         ("kitchen_window", "aggregate")]:
+        cfg = make_cfg(homeassistant__discovery=True, privacy__mode=mode, mqtt__device_id=device)
+        messages = MessageStream(cfg).discovery()
+        for m in messages:
+            if m.kind == "discovery":
+                assert seen.setdefault(m.topic, device) == device, m.topic
+                assert seen.setdefault(m.payload["unique_id"], device) == device
+        kept = {m.topic for m in messages if m.kind == "discovery"}
+        others = {t for t, d in seen.items() if d != device}
+        assert not others & {m.topic for m in messages if m.kind == "discovery_removal"} - kept
 
 
 def test_no_discovery_unless_enabled():
@@ -270,8 +291,9 @@ def test_memory_sink_records_the_same_messages():
     sink.publish_frame(FrameResult(T0, [TrackedFace("a1", "fear", 0.8)], [appeared("a1", "fear", T0)]))
     sink.publish_stats(STATS)
     sink.stop("test over")
-    assert [m.kind for m in sink.messages] == ["available", "discovery", "discovery", "discovery", "discovery_removal",
-                                               "discovery_removal", "expression", "state", "stats", "available"]
+    assert [m.kind for m in sink.messages] == ["available", "discovery", "discovery", "discovery",
+                                               *["discovery_removal"] * (2 + 5), "expression", "state", "stats",
+                                               "available"]
     for m in sink.messages:
         validate(m)
 

@@ -1,6 +1,8 @@
 """Home Assistant MQTT discovery configs, as pure (topic, payload, retain) builders.
 
-One retained config per entity under ``<ha_prefix>/<component>/<device>_<object>/config``.
+One retained config per entity under ``<ha_prefix>/<component>/<device>/<object>/config`` (the
+device is Home Assistant's node_id level: joined with ``_``, as edge-fer first did, device ``kitchen``'s
+``window_faces`` was device ``kitchen_window``'s ``faces``, and each removed the other's entity).
 Which entities exist follows the privacy mode: only what that mode publishes is offered, and the
 entities only other modes offer get an empty retained config, which is how Home Assistant
 removes an entity: switching to a stricter mode leaves no stale expression sensor behind.
@@ -53,7 +55,18 @@ def status_topic(ha_prefix: str) -> str:
 
 
 def _config_topic(ha_prefix: str, device_id: str, entity: _Entity) -> str:
+    return f"{ha_prefix}/{entity.component}/{device_id}/{entity.object_id}/config"
+
+
+def _legacy_config_topic(ha_prefix: str, device_id: str, entity: _Entity) -> str:
+    """Where edge-fer first put the config: cleared on every announcement, so an upgraded
+    device leaves no stale entity behind (those topics belong to no current device)."""
     return f"{ha_prefix}/{entity.component}/{device_id}_{entity.object_id}/config"
+
+
+def unique_id(device_id: str, entity: _Entity) -> str:
+    """``:`` is outside the device id alphabet, so no two (device, entity) pairs share one."""
+    return f"edge_fer:{device_id}:{entity.object_id}"
 
 
 def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str,
@@ -73,7 +86,7 @@ def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str,
     for entity in ENTITIES[mode]:
         payload: dict[str, Any] = {
             "name": entity.name,
-            "unique_id": f"edge_fer_{device_id}_{entity.object_id}",
+            "unique_id": unique_id(device_id, entity),
             "state_topic": getattr(topics, entity.source),
             "value_template": entity.template,
             "availability_topic": topics.available,
@@ -91,4 +104,7 @@ def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str,
     others = {e.object_id: e for entities in ENTITIES.values() for e in entities if e.object_id not in offered}
     messages += [Message("discovery_removal", _config_topic(ha_prefix, device_id, e), None, retain=True)
                  for e in others.values()]
+    every = {e.object_id: e for entities in ENTITIES.values() for e in entities}
+    messages += [Message("discovery_removal", _legacy_config_topic(ha_prefix, device_id, e), None, retain=True)
+                 for e in every.values()]
     return messages
