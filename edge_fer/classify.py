@@ -109,7 +109,7 @@ class ExpressionClassifier:
         inp, out = self._interp.get_input_details()[0], self._interp.get_output_details()[0]
         want = (1, *self.card.input_size, self.card.channels)
         if tuple(inp["shape"]) != want or inp["dtype"] != np.uint8:
-            raise ModelError(f"{model_path}: input is {inp['dtype'].__name__} {tuple(inp['shape'])}, "
+            raise ModelError(f"{model_path}: input is {inp['dtype'].__name__} {tuple(inp['shape'].tolist())}, "
                              f"its card says uint8 {want}; the model and card do not belong together")
         if out["shape"][-1] != len(self.card.labels):
             raise ModelError(f"{model_path}: {out['shape'][-1]} outputs but {len(self.card.labels)} labels in its card")

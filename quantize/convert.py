@@ -58,7 +58,7 @@ def run_tflite(path: Path, images: np.ndarray, backend: str | None = None) -> np
     interp = load_model(path, num_threads=1, backend=backend).interpreter
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     if tuple(inp["shape"]) != (1, *images.shape[1:], 1) or int(out["shape"][-1]) != len(LABELS):
-        raise ValueError(f"{path} takes {tuple(inp['shape'])} and gives {tuple(out['shape'])}: not an expression "
+        raise ValueError(f"{path} takes {tuple(inp['shape'].tolist())} and gives {tuple(out['shape'].tolist())}: not an expression "
                          f"model (1, 48, 48, 1) -> {len(LABELS)} classes; give the .tflite `python -m quantize convert` wrote")
     probs = np.empty((len(images), len(LABELS)), np.float32)
     for i, face in enumerate(images):
