@@ -109,15 +109,19 @@ class _Picture:
         self._last: float | None = None
         self._lost = False
 
-    def frame(self, now: float) -> None:
+    def frame(self, now: float) -> bool:
+        """Counts a frame; True when it ends a loss."""
         if self._last is not None:
             self._gaps.append(now - self._last)
-        self._last, self._lost = now, False
+        was_lost, self._last, self._lost = self._lost, now, False
+        return was_lost
 
-    def newly_lost(self, now: float, max_missed_s: float) -> bool:
+    def newly_lost(self, now: float, max_missed_s: float, paced_interval_s: float) -> bool:
+        """``paced_interval_s``: 1 / source.fps (0 for the source's own rate), the usual interval
+        until two frames have shown one: a 0.8 fps camera was "lost" after its first frame."""
         if self._lost or self._last is None:
             return False
-        usual = statistics.median(self._gaps) if self._gaps else 0.0
+        usual = statistics.median(self._gaps) if self._gaps else paced_interval_s
         self._lost = now - self._last > max(max_missed_s, PICTURE_LOST_INTERVALS * usual)
         return self._lost
 
@@ -374,17 +378,18 @@ class Daemon:
                                   redact_uri(self.cfg.source.uri), FIRST_FRAME_TIMEOUT_S)
                         self._stop_reason, status = REASON_FAILURE, EXIT_FAILURE
                         break
-                    if picture.newly_lost(now, self.cfg.tracker.max_missed_s):
+                    paced_s = 1 / self.cfg.source.fps if self.cfg.source.fps else 0.0
+                    if picture.newly_lost(now, self.cfg.tracker.max_missed_s, paced_s):
                         # No picture, so no face is seen: tracks end as they would for an empty frame,
-                        # and the retained state stops claiming a face while the camera is away.
-                        self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
+                        # and the device says it is blind (available=no_picture), not that nobody is there.
+                        self.sink.picture_lost(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
                         faces = 0
                         self._figures = None
                         self.notifier.status(STATUS_NO_PICTURE)
                     continue
-                picture.frame(now)
+                back = picture.frame(now)
                 result = self.pipeline.step(frame, time.time())
-                if not self._ready:  # "online" before this frame's messages
+                if not self._ready or back:  # "online" before this frame's messages
                     self.sink.announce()
                 self._publish(result)
                 self.frames += 1

@@ -657,6 +657,8 @@ def test_a_camera_slower_than_max_missed_s_is_not_a_lost_picture(tmp_path):
     assert events == ["appeared", "gone"], events
     faces = [m["payload"]["faces"] for m in messages if m["topic"].endswith("/state")]
     assert faces == [0, 1, 0], faces  # before the first confirmation, the face, the stop
+    statuses = [m["payload"]["status"] for m in messages if m["topic"].endswith("/available")]
+    assert statuses == ["online", "stopped"], statuses  # never no_picture, not even before the second frame
 
 
 def test_a_reload_that_finds_the_default_config_gone_is_refused(tmp_path, monkeypatch):

@@ -183,10 +183,12 @@ def test_stalled_camera_stops_watchdog_pings_until_frames_return(spawn, dirs, no
     daemon.wait_log(r"capture http://\S+: (stalled|read failed)", after=paused)
     time.sleep(max(0.0, paused + 2 * WATCHDOG_USEC / 1e6 - time.monotonic()))  # silent past WatchdogSec
     resumed = time.monotonic()
-    # With no picture the face is gone: its track ends and the state stops claiming a face.
+    # With no picture the device says it is blind, and the face's track ends; no state claims
+    # that nobody is there (a covered in-car camera is not an absent driver).
     away = daemon.messages(since=paused)
+    assert [m["payload"]["status"] for m in away if m["topic"].endswith("/available")] == ["no_picture"], away
     assert [m["payload"]["event"] for m in away if m["topic"].endswith("/expression")] == ["gone"], away
-    assert [m["payload"]["faces"] for m in away if m["topic"].endswith("/state")][-1:] == [0], away
+    assert [m for m in away if m["topic"].endswith("/state")] == [], away
     assert [n.fields["STATUS"] for n in notify.with_var("STATUS", after=paused)][-1:] == [STATUS_NO_PICTURE]
     camera.resume()
     back = notify.wait_var("WATCHDOG", "1", after=resumed, timeout=WAIT_S)
@@ -207,14 +209,17 @@ def test_stalled_camera_stops_watchdog_pings_until_frames_return(spawn, dirs, no
     recovered = daemon.wait_messages(lambda m: any(s["payload"]["fps"] > 0 for s in m), "stats", since=reopened)
     assert recovered, "no frames counted after the camera came back"
     assert any(m["payload"]["event"] == "appeared" for m in daemon.messages("expression", since=resumed))
+    # online again with the first frame back, before its messages
+    after = [m for m in daemon.messages(since=resumed) if not m["topic"].endswith("/stats")]
+    assert after[0]["topic"].endswith("/available") and after[0]["payload"]["status"] == "online", after[:3]
     assert "Traceback" not in daemon.log()
 
 
-def test_a_lost_picture_leaves_one_state_that_is_not_refreshed_until_frames_return(spawn, dirs, camera):
-    """README: with no picture its faces end and one `state` says no face; that state is not
-    refreshed while no picture comes (nothing is known then), so it expires on the broker after
-    three heartbeats and Home Assistant shows the sensors unavailable. With a 1 s heartbeat, a
-    refresh would show several times over an outage of three heartbeats and more."""
+def test_a_lost_picture_sends_no_state_until_frames_return(spawn, dirs, camera):
+    """README: with no picture the device is `no_picture` and its faces end; the retained state is
+    not refreshed while no picture comes (nothing is known then), so it expires on the broker after
+    three heartbeats. With a 1 s heartbeat, a refresh would show several times over an outage of
+    three heartbeats and more."""
     heartbeat_s = 1.0
     daemon = spawn(base_config(camera.url, source={"stall_timeout_s": STALL_S},
                                mqtt={"state_heartbeat_s": heartbeat_s}))
@@ -222,10 +227,10 @@ def test_a_lost_picture_leaves_one_state_that_is_not_refreshed_until_frames_retu
     daemon.wait_messages(lambda m: any(e["payload"]["event"] == "appeared" for e in m), "expression")
     paused = time.monotonic()
     camera.pause()
-    daemon.wait_messages(lambda m: [s["payload"]["faces"] for s in m][-1:] == [0], "state", since=paused)
+    daemon.wait_messages(lambda m: [s["payload"]["status"] for s in m] == ["no_picture"], "available", since=paused)
     lost = time.monotonic()
     time.sleep(3 * heartbeat_s + 1.0)  # past the state's expiry on a broker
-    outage = [s["payload"]["faces"] for s in daemon.messages("state", since=paused)]
+    outage = daemon.messages("state", since=paused)
     health = daemon.messages("stats", since=lost)
     resumed = time.monotonic()
     camera.resume()
@@ -233,7 +238,7 @@ def test_a_lost_picture_leaves_one_state_that_is_not_refreshed_until_frames_retu
     rc, _ = wait_exit(daemon, daemon.signal(signal.SIGTERM))
     assert rc == 0, daemon.log()
 
-    assert 0 in outage and outage[outage.index(0):] == [0], f"states during the outage: {outage}"
+    assert outage == [], f"states during the outage: {outage}"
     assert health and all(s["payload"]["fps"] == 0.0 for s in health), "the loop stopped, not only the state"
 
 

@@ -123,6 +123,24 @@ def test_two_faces_with_different_labels_do_not_flip_the_state_as_their_confiden
     assert [m.payload["dominant"] for m in stream.frame(FrameResult(T0 + 5, faces)) if m.kind == "state"] == ["happiness"]
 
 
+@pytest.mark.parametrize("mode", ["labels", "presence", "aggregate"])
+def test_a_lost_picture_says_no_picture_ends_the_faces_and_claims_no_state(mode):
+    stream = MessageStream(make_cfg(privacy__mode=mode))
+    face = [TrackedFace("a1", "fear", 0.8)]
+    stream.frame(FrameResult(T0, face, [appeared("a1", "fear", T0)]))
+    gone = TrackEvent("gone", "a1", "fear", 0.8, None, T0 + 2, duration_s=2.0)
+    lost = stream.picture_lost(FrameResult(T0 + 2, [], [gone]))
+    assert lost[0].kind == "available" and lost[0].payload["status"] == "no_picture"
+    assert lost[0].retain and lost[0].payload["reason"] == "no picture from the camera"
+    assert [m.kind for m in lost[1:]] == (["expression"] if mode == "labels" else [])
+    assert "state" not in {m.kind for m in lost}
+    for m in lost:
+        validate(m)
+    if mode != "aggregate":  # the first state after the loss goes out, even saying what it said before
+        back = stream.frame(FrameResult(T0 + 3, face))
+        assert [m.kind for m in back] == ["state"]
+
+
 def test_iso_timestamps_are_utc_milliseconds():
     assert iso_ts(0.0) == "1970-01-01T00:00:00.000Z"
     assert iso_ts(T0 + 0.1234) == "2023-11-14T22:13:20.123Z"

@@ -375,3 +375,25 @@ def test_nothing_is_announced_until_the_daemon_sees_a_picture(make_cfg, mqtt_sub
     sink.announce()
     assert sub.wait_for(lambda _: [m.json["status"] for m in sub.on("available")] == ["online"], WAIT_S)
     assert sub.wait_for(lambda msgs: any(m.topic.startswith("homeassistant/") for m in msgs), WAIT_S)
+
+
+def test_a_reconnect_while_the_picture_is_lost_keeps_no_picture(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
+    """Reconnecting re-announces "online" only while the daemon sees a picture: a broker restart
+    during a camera outage must not turn a blind device back into "online, no face"."""
+    cfg = make_cfg()
+    sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
+    sinks.append(sink)
+    sink.start()
+    assert sink.wait_connected(WAIT_S)
+    sink.announce()
+    sink.picture_lost(FrameResult(time.time()))
+    assert sink.flush(WAIT_S)
+    mqtt_broker.stop()
+    mqtt_broker.start()
+    assert sink.wait_connected(WAIT_S) and sink.flush(WAIT_S)
+    sub = mqtt_subscriber([cfg.mqtt.prefix + "/+/available"])  # the retained status, as a late consumer sees it
+    assert sub.wait_for(lambda msgs: len(msgs) >= 1, WAIT_S)
+    time.sleep(0.3)  # so that an "online" sent after the reconnect would arrive too
+    assert [m.json["status"] for m in sub.messages] == ["no_picture"]
+    sink.announce()  # the next frame
+    assert sub.wait_for(lambda msgs: [m.json["status"] for m in msgs][-1:] == ["online"], WAIT_S)

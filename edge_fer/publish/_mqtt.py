@@ -32,8 +32,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_fer.config import MQTT_V5, MQTT_V311, Config
 from edge_fer.errors import PublishError
+from edge_fer.messages import FrameResult
 from edge_fer.publish._discovery import HA_ONLINE, status_topic
-from edge_fer.publish._payloads import QOS, STOPPED, Message
+from edge_fer.publish._payloads import NO_PICTURE, NO_PICTURE_REASON, ONLINE, QOS, STOPPED, Message
 from edge_fer.publish._sink import STOP_DRAIN_S, BufferedSink, drain_timeout
 
 log = logging.getLogger("edge_fer.publish.mqtt")
@@ -143,7 +144,10 @@ class MqttSink(BufferedSink):
         self._resync = False  # reconnected; paho is re-sending what it held
         self._stopping = False
         self._stopped = False
-        self._announced = False  # announce() called: "online" and discovery on every connect from then on
+        # What every connect re-sends: None before the first frame (nothing), ONLINE after announce()
+        # ("online" and discovery), NO_PICTURE while the camera is away (the broker may have fired
+        # the Last Will meanwhile: a blind device must say so, not stay "offline" or turn "online").
+        self._availability: str | None = None
         self._last_problem: str | None = None
         self._client = self._make_client(reconnect_s)
         self._sender = threading.Thread(target=self._send_loop, name="edge-fer-mqtt-send", daemon=True)
@@ -203,9 +207,14 @@ class MqttSink(BufferedSink):
 
     def announce(self) -> None:
         with self.outbox.cond:  # one step with _on_connect: announced once per connection
-            self._announced = True
+            self._availability = ONLINE
             if self._connected and not self._stopped:
                 self.outbox.push(lambda: self.stream.announcement())
+
+    def picture_lost(self, result: FrameResult) -> None:
+        with self.outbox.cond:  # one step with _on_connect
+            self._availability = NO_PICTURE
+            super().picture_lost(result)
 
     def wait_connected(self, timeout: float) -> bool:
         return self.outbox.wait_until(lambda: self._connected, timeout)
@@ -315,8 +324,10 @@ class MqttSink(BufferedSink):
             self._resync = bool(self._inflight)
             # Not before the daemon's first frame (announce), nor after a stop before this CONNACK:
             # the retained status stays what it was ("stopped", or the Last Will's "offline").
-            if self._announced and not self._stopped:
+            if self._availability == ONLINE and not self._stopped:
                 self.outbox.push(lambda: self.stream.announcement())
+            elif self._availability == NO_PICTURE and not self._stopped:
+                self.outbox.push(lambda: self.stream.available(NO_PICTURE, NO_PICTURE_REASON))
             self.outbox.cond.notify_all()  # the sender waits for a connection, not only for messages
 
     def _mark_down(self) -> None:
@@ -358,6 +369,6 @@ class MqttSink(BufferedSink):
             self.outbox.cond.notify_all()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self._ha_status and message.payload == HA_ONLINE and self._announced:
+        if message.topic == self._ha_status and message.payload == HA_ONLINE and self._availability:
             log.info("Home Assistant is online: re-sending discovery")
             self.outbox.push(self.stream.discovery)

@@ -31,6 +31,10 @@ MS_DIGITS = 2
 SECONDS_DIGITS = 2
 
 ONLINE, STOPPED, OFFLINE = "online", "stopped", "offline"
+NO_PICTURE = "no_picture"
+"""available while the camera gives no picture: running, but blind. Not "online" with no face: a
+covered in-car camera must not read as "driver absent"."""
+NO_PICTURE_REASON = "no picture from the camera"
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,11 @@ class Sink(abc.ABC):
     def publish_frame(self, result: FrameResult) -> None: ...
 
     @abc.abstractmethod
+    def picture_lost(self, result: FrameResult) -> None:
+        """The camera gives no picture: ``available=no_picture`` and the faces' ends (``result``).
+        The next frame calls ``announce`` again."""
+
+    @abc.abstractmethod
     def publish_stats(self, stats: PipelineStats) -> None: ...
 
     @abc.abstractmethod
@@ -83,6 +88,9 @@ class MemorySink(Sink):
     def publish_frame(self, result: FrameResult) -> None:
         self.messages += self.stream.frame(result)
 
+    def picture_lost(self, result: FrameResult) -> None:
+        self.messages += self.stream.picture_lost(result)
+
     def publish_stats(self, stats: PipelineStats) -> None:
         self.messages += self.stream.stats(stats, SinkCounters(0, 0, connected=True))
 
@@ -108,6 +116,9 @@ class BufferedSink(Sink):
 
     def publish_frame(self, result: FrameResult) -> None:
         self.outbox.push(lambda: self.stream.frame(result))
+
+    def picture_lost(self, result: FrameResult) -> None:
+        self.outbox.push(lambda: self.stream.picture_lost(result))
 
     def publish_stats(self, stats: PipelineStats) -> None:
         self.outbox.push(lambda: self.stream.stats(

@@ -64,6 +64,18 @@ class MessageStream:
             return []
         return discovery(ha.prefix, self.topics, self._cfg.mqtt.device_id, self._mode, self._expiry_s)
 
+    def picture_lost(self, result: FrameResult) -> list[p.Message]:
+        """``available=no_picture``, then the ends of the faces (``result``: no face, the tracker's
+        ``gone`` events). No state: nothing is known until frames return, and the retained one
+        expires; the first state after the loss goes out whatever it says."""
+        messages = self.available(p.NO_PICTURE, p.NO_PICTURE_REASON)
+        if self._mode == "aggregate":
+            messages += self._aggregate_window(result)
+        elif self._mode == "labels":
+            messages += [p.expression(self.topics, event, self._next_seq()) for event in result.events]
+        self._state = None
+        return messages
+
     def frame(self, result: FrameResult) -> list[p.Message]:
         if self._mode == "aggregate":
             return self._aggregate_window(result)
