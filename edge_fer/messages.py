@@ -44,6 +44,7 @@ class FrameResult:
     timestamp: float  # wall clock
     faces: list[TrackedFace] = field(default_factory=list)
     events: list[TrackEvent] = field(default_factory=list)
+    detected: int = 0  # faces the detector found, confirmed or not (never published)
 
 
 @dataclass(frozen=True)

@@ -65,4 +65,4 @@ class Pipeline:
         present, events = self.tracker.update([f.box for f in faces], probs, frame.timestamp, wall)
         t3 = time.perf_counter()
         self.times = StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, classified, len(faces))
-        return FrameResult(wall, present, events)
+        return FrameResult(wall, present, events, detected=len(faces))

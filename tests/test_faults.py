@@ -150,10 +150,10 @@ def test_ready_follows_the_first_frame_then_watchdog_pings_and_status(spawn, dir
     first = notify.messages[0]
     assert first is ready and first.fields["STATUS"] == "fps=0.0 faces=0", notify.messages
     assert len(notify.with_var("READY")) == 1
-    # The first frame's state message is stamped (wall clock, ms) before its step; READY=1 came after.
-    first_state = daemon.messages("state")[0]["payload"]
+    # "online" is stamped (wall clock, ms) with the first frame, before READY=1.
+    online = daemon.messages("available")[0]["payload"]
     ready_ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ready.wall)) + f".{int(ready.wall * 1000) % 1000:03d}Z"
-    assert first_state["ts"] <= ready_ts, (first_state, ready_ts)
+    assert online["status"] == "online" and online["ts"] <= ready_ts, (online, ready_ts)
 
     pings = notify.times("WATCHDOG", "1")
     assert pings and pings[0] >= ready.at, "a watchdog ping before READY=1"

@@ -141,6 +141,23 @@ def test_a_lost_picture_says_no_picture_ends_the_faces_and_claims_no_state(mode)
         assert [m.kind for m in back] == ["state"]
 
 
+def test_the_first_state_waits_for_a_face_in_view_to_be_confirmed():
+    """A face is detected on the first frame but confirmed on the second: a first state of "no
+    face" would flip Home Assistant's presence off -> on at every start."""
+    cfg = make_cfg()
+    stream = MessageStream(cfg)
+    assert stream.frame(FrameResult(T0, [], [], detected=1)) == []
+    face = [TrackedFace("a1", "fear", 0.8)]
+    first = stream.frame(FrameResult(T0 + DT, face, [appeared("a1", "fear", T0 + DT)], detected=1))
+    assert [m.payload["faces"] for m in first if m.kind == "state"] == [1]
+    # Nobody in view: "no face" is true at once. A face never confirmed is held a heartbeat at most.
+    assert [m.payload["faces"] for m in MessageStream(cfg).frame(FrameResult(T0)) if m.kind == "state"] == [0]
+    stuck = MessageStream(cfg)
+    held = [stuck.frame(FrameResult(T0 + i * DT, [], [], detected=1)) for i in range(int(cfg.mqtt.state_heartbeat_s / DT) + 2)]
+    sent = [i for i, out in enumerate(held) if out]
+    assert sent and sent[0] * DT >= cfg.mqtt.state_heartbeat_s - DT, sent
+
+
 def test_iso_timestamps_are_utc_milliseconds():
     assert iso_ts(0.0) == "1970-01-01T00:00:00.000Z"
     assert iso_ts(T0 + 0.1234) == "2023-11-14T22:13:20.123Z"
@@ -279,8 +296,9 @@ def test_a_replacing_sink_numbers_on_and_delivers_what_the_old_one_could_not_fir
     new.publish_frame(FrameResult(T0 + 9, []))
     seqs = [m.payload["seq"] for m in new.messages]
     assert seqs == list(range(1, len(seqs) + 1))
-    assert [m.kind for m in new.messages] == [*["state"] * 5, "available", "available", "state"]
-    assert [m.payload["status"] for m in new.messages if m.kind == "available"] == ["stopped", "online"]
+    # "online" was queued with the first frame, before the broker answered: it leads the backlog
+    assert [m.kind for m in new.messages] == ["available", *["state"] * 5, "available", "available", "state"]
+    assert [m.payload["status"] for m in new.messages if m.kind == "available"] == ["online", "stopped", "online"]
 
 
 def test_messages_dropped_before_a_reload_still_count_after_it():

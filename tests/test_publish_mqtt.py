@@ -309,7 +309,31 @@ def test_a_stop_before_the_broker_answers_leaves_stopped_not_online(make_cfg, mq
         sink.stop("SIGTERM")
         assert sub.wait_for(stopped)
         time.sleep(0.5)
-        assert [m.json["status"] for m in sub.messages] == ["stopped"]
+        # "online" (queued with the first frame, before the stop) may precede it; never follow it
+        assert [m.json["status"] for m in sub.messages] in (["stopped"], ["online", "stopped"])
+    finally:
+        relay.close()
+
+
+def test_online_reaches_the_broker_before_the_first_frame_s_messages(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
+    """The first frame is often processed before the broker's CONNACK: its state must not arrive
+    before "online", or a consumer sees a state from a device it still thinks is offline."""
+    relay = HeldRelay(mqtt_broker)
+    try:
+        cfg = make_cfg(mqtt__port=relay.port)
+        sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#"])
+        sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
+        sinks.append(sink)
+        sink.start()
+        assert relay.accepted.wait(WAIT_S)
+        sink.announce()  # as the daemon does at its first frame, then its messages
+        sink.publish_frame(FrameResult(time.time(), [TrackedFace("a1", "fear", 0.8)]))
+        relay.release()
+        assert sink.wait_connected(WAIT_S) and sink.flush(WAIT_S)
+        assert sub.wait_for(lambda msgs: any(m.topic.endswith("/state") for m in msgs), WAIT_S)
+        kinds = [m.topic.rsplit("/", 1)[1] for m in sub.messages]
+        assert kinds == ["available", "state"], kinds  # one "online", first
+        assert sub.messages[0].json["status"] == "online"
     finally:
         relay.close()
 

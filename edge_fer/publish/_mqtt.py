@@ -148,6 +148,7 @@ class MqttSink(BufferedSink):
         # ("online" and discovery), NO_PICTURE while the camera is away (the broker may have fired
         # the Last Will meanwhile: a blind device must say so, not stay "offline" or turn "online").
         self._availability: str | None = None
+        self._availability_queued = False  # queued while disconnected: the next connect sends it, in order
         self._last_problem: str | None = None
         self._client = self._make_client(reconnect_s)
         self._sender = threading.Thread(target=self._send_loop, name="edge-fer-mqtt-send", daemon=True)
@@ -206,15 +207,19 @@ class MqttSink(BufferedSink):
         self._client.loop_start()
 
     def announce(self) -> None:
+        """Queued now, even before the first CONNACK: ahead of the frame's messages, which would
+        otherwise reach the broker before "online"."""
         with self.outbox.cond:  # one step with _on_connect: announced once per connection
             self._availability = ONLINE
-            if self._connected and not self._stopped:
+            if not self._stopped:
                 self.outbox.push(lambda: self.stream.announcement())
+                self._availability_queued = not self._connected
 
     def picture_lost(self, result: FrameResult) -> None:
         with self.outbox.cond:  # one step with _on_connect
             self._availability = NO_PICTURE
             super().picture_lost(result)
+            self._availability_queued = not self._connected
 
     def wait_connected(self, timeout: float) -> bool:
         return self.outbox.wait_until(lambda: self._connected, timeout)
@@ -324,9 +329,11 @@ class MqttSink(BufferedSink):
             self._resync = bool(self._inflight)
             # Not before the daemon's first frame (announce), nor after a stop before this CONNACK:
             # the retained status stays what it was ("stopped", or the Last Will's "offline").
-            if self._availability == ONLINE and not self._stopped:
+            if self._availability_queued or self._stopped:
+                self._availability_queued = False  # already in the queue, in its place
+            elif self._availability == ONLINE:
                 self.outbox.push(lambda: self.stream.announcement())
-            elif self._availability == NO_PICTURE and not self._stopped:
+            elif self._availability == NO_PICTURE:
                 self.outbox.push(lambda: self.stream.available(NO_PICTURE, NO_PICTURE_REASON))
             self.outbox.cond.notify_all()  # the sender waits for a connection, not only for messages
 

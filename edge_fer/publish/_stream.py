@@ -37,6 +37,7 @@ class MessageStream:
                           "aggregate": math.ceil(cfg.privacy.aggregate_window_s * AGGREGATE_EXPIRY_WINDOWS)}
         self._seq = 0
         self._state: dict[str, Any] | None = None
+        self._first_state_held_since: float | None = None
         self._state_sent_at = -math.inf
         self._state_changed_at = 0.0
 
@@ -73,7 +74,7 @@ class MessageStream:
             messages += self._aggregate_window(result)
         elif self._mode == "labels":
             messages += [p.expression(self.topics, event, self._next_seq()) for event in result.events]
-        self._state = None
+        self._state, self._first_state_held_since = None, None
         return messages
 
     def frame(self, result: FrameResult) -> list[p.Message]:
@@ -91,6 +92,13 @@ class MessageStream:
         without a real-time clock), the heartbeat goes out at once rather than after the step,
         or the retained state would expire in between."""
         now = result.timestamp
+        if self._state is None and result.detected and not result.faces:
+            # The first state (at start, or with the picture back) while a face is in view but not
+            # yet confirmed (track.CONFIRM_HITS) would say "no face": Home Assistant would show
+            # off -> on at every start. Held until the face is confirmed, for a heartbeat at most.
+            self._first_state_held_since = self._first_state_held_since or now
+            if 0 <= now - self._first_state_held_since < self._heartbeat_s:
+                return []
         content = p.state_content(result.faces, with_labels=self._mode == "labels",
                                   previous_dominant=(self._state or {}).get("dominant"))
         if content != self._state:
