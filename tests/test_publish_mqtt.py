@@ -385,6 +385,18 @@ def test_a_broker_refusing_mqtt_5_is_told_how_to_fall_back_to_3_1_1():
     assert 'set mqtt.protocol = "3.1.1"' in describe_refusal(unsupported)
 
 
+def test_a_broker_that_answered_before_and_now_hangs_is_not_blamed_on_the_port():
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from edge_fer.publish._mqtt import describe_no_answer
+
+    keepalive = ReasonCode(PacketTypes.DISCONNECT, "Keep alive timeout")
+    assert "is mqtt.port an MQTT port" in describe_no_answer(keepalive, tls=False, answered_before=False)
+    stuck = describe_no_answer(keepalive, tls=False, answered_before=True)  # e.g. a frozen mosquitto
+    assert "does not answer (stuck or overloaded?)" in stuck and "mqtt.port" not in stuck
+
+
 def test_nothing_is_announced_until_the_daemon_sees_a_picture(make_cfg, mqtt_subscriber, sinks):
     """Connected, but no first frame yet (a camera still away): the retained status stays what it
     was, so Home Assistant shows the device unavailable rather than "online, no face"."""

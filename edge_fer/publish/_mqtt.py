@@ -108,10 +108,14 @@ def describe_connect_error(exc: BaseException | None, tls: bool = False) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def describe_no_answer(reason: ReasonCode, tls: bool) -> str:
-    """The connection opened, but closed before the broker answered CONNECT."""
-    hint = ("is mqtt.port its TLS port (usually 8883)?" if tls else
-            "is mqtt.port an MQTT port, and without TLS? A TLS port (usually 8883) needs mqtt.tls_ca_file")
+def describe_no_answer(reason: ReasonCode, tls: bool, answered_before: bool) -> str:
+    """The connection opened, but closed before the broker answered CONNECT. A broker that has
+    answered this client before is there but stuck (frozen, overloaded): the port is not the cause."""
+    if answered_before:
+        hint = "the broker accepts connections but does not answer (stuck or overloaded?)"
+    else:
+        hint = ("is mqtt.port its TLS port (usually 8883)?" if tls else
+                "is mqtt.port an MQTT port, and without TLS? A TLS port (usually 8883) needs mqtt.tls_ca_file")
     return f"the connection closed before the broker answered ({reason.getName()}); {hint}"
 
 
@@ -140,6 +144,7 @@ class MqttSink(BufferedSink):
         self._connected = False
         self._down = False  # a connection attempt failed or the connection dropped: stop need not wait
         self._answered = False  # the broker answered this connection attempt's CONNECT (CONNACK)
+        self._ever_answered = False  # ... or any earlier attempt's
         self._inflight: deque[Message] = deque()  # handed to paho, not yet acknowledged (PUBACKs come in order)
         self._resync = False  # reconnected; paho is re-sending what it held
         self._stopping = False
@@ -313,7 +318,7 @@ class MqttSink(BufferedSink):
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason: ReasonCode, properties: Properties | None) -> None:
-        self._answered = True
+        self._answered = self._ever_answered = True
         if reason.is_failure:  # return early: a refused connection is not a connection
             self._mark_down()
             self._report(logging.ERROR, f"MQTT broker {self._address} refused the connection: "
@@ -361,7 +366,7 @@ class MqttSink(BufferedSink):
             # A port that takes TCP but does not speak MQTT to us: plain MQTT on a TLS port (or the
             # reverse), another service. paho calls no on_connect_fail for it.
             self._report(logging.ERROR, f"cannot connect to MQTT broker {self._address}: "
-                                        f"{describe_no_answer(reason, bool(self._cfg.tls_ca_file))}; "
+                                        f"{describe_no_answer(reason, bool(self._cfg.tls_ca_file), self._ever_answered)}; "
                                         "retrying with backoff")
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
