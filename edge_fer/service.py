@@ -172,6 +172,12 @@ def file_fingerprints(cfg: Config) -> dict[str, tuple]:
     return {"classifier": (stamp(str(model_path(cfg))),), "mqtt": tuple(stamp(p) for p in mqtt if p)}
 
 
+def _audience(cfg: Config) -> tuple:
+    """Where the messages go and in what form (broker, topics, privacy mode): after a reload that
+    changes it, a track that went on would have no "appeared" there."""
+    return cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.prefix, cfg.mqtt.device_id, cfg.privacy
+
+
 def check_fits_watchdog(cfg: Config, ping_interval_s: float | None) -> None:
     """Pings follow processed frames, so a source paced slower than systemd's watchdog would get a
     healthy daemon killed between frames, forever: refused. A stall timeout longer than it still
@@ -282,8 +288,10 @@ class Daemon:
         except (ConfigError, EdgeFerError) as exc:
             log.error("SIGHUP: new config rejected, still running on the old one: %s", exc)
         else:
-            if pipeline is not None or sink is not None or "source" in changed:
-                # Tracks end under the old rules, on the old sink; a new camera's faces are new faces.
+            if pipeline is not None or "source" in changed or _audience(new) != _audience(self.cfg):
+                # Tracks end under the old rules, for those who saw them appear; a new camera's faces
+                # are new faces. A reload of other settings (stats interval, TLS files, discovery)
+                # keeps them: "gone" then "appeared" for a face still there would fire automations.
                 self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
             if pipeline is not None:
                 self.pipeline = pipeline

@@ -114,3 +114,25 @@ def test_a_reload_to_another_camera_ends_the_tracks_and_keeps_counting(monkeypat
         assert len(listener.with_var("READY")) == 1 and len(listener.with_var("RELOADING")) == 2
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("change, ends", [
+    ({"mqtt": {"stats_interval_s": 30.0}}, False),  # how often, not where: the face is still there
+    ({"homeassistant": {"discovery": True}}, False),
+    ({"mqtt": {"device_id": "kiosk-2"}}, True),  # other topics: their consumers never saw it appear
+    ({"privacy": {"mode": "presence"}}, True),
+])
+def test_a_reload_ends_the_tracks_only_when_their_audience_changes(monkeypatch, daemon, change, ends):
+    monkeypatch.setattr(service, "build_sink", MemorySink)
+    daemon.pipeline, daemon.sink = build_pipeline(daemon.cfg), MemorySink(daemon.cfg)
+    box, probs = (100.0, 100.0, 80.0, 80.0), np.eye(len(LABELS), dtype=np.float32)[LABELS.index("happiness")]
+    for t in (0.0, 0.1):
+        daemon.pipeline.tracker.update([box], [probs], t, 1_700_000_000 + t)
+    old_sink = daemon.sink
+    (section, values), = change.items()
+    new = replace(daemon.cfg, **{section: replace(getattr(daemon.cfg, section), **values)})
+    daemon._reload = lambda: new
+    daemon._apply_reload()
+    gone = [m for m in old_sink.messages + daemon.sink.messages if m.kind == "expression"]
+    assert bool(gone) == ends, gone
+    assert bool(daemon.pipeline.tracker.clear(1_700_000_001)) != ends  # the track goes on, or is over
