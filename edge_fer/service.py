@@ -172,6 +172,13 @@ def file_fingerprints(cfg: Config) -> dict[str, tuple]:
     return {"classifier": (stamp(str(model_path(cfg))),), "mqtt": tuple(stamp(p) for p in mqtt if p)}
 
 
+def _entities(cfg: Config) -> tuple | None:
+    """Where the Home Assistant entities live (None: no discovery)."""
+    if not cfg.homeassistant.discovery:
+        return None
+    return cfg.mqtt.host, cfg.mqtt.port, cfg.homeassistant.prefix, cfg.mqtt.device_id
+
+
 def _audience(cfg: Config) -> tuple:
     """Where the messages go and in what form (broker, topics, privacy mode): after a reload that
     changes it, a track that went on would have no "appeared" there."""
@@ -296,6 +303,8 @@ class Daemon:
             if pipeline is not None:
                 self.pipeline = pipeline
             if sink is not None:
+                if _entities(new) != _entities(self.cfg):
+                    self.sink.withdraw_discovery()  # the new sink announces its own, if any
                 undelivered = self.sink.stop(REASON_RELOAD)
                 sink.take_over(self.sink, undelivered)
                 if undelivered:

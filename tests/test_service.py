@@ -136,3 +136,25 @@ def test_a_reload_ends_the_tracks_only_when_their_audience_changes(monkeypatch, 
     gone = [m for m in old_sink.messages + daemon.sink.messages if m.kind == "expression"]
     assert bool(gone) == ends, gone
     assert bool(daemon.pipeline.tracker.clear(1_700_000_001)) != ends  # the track goes on, or is over
+
+
+@pytest.mark.parametrize("change, withdrawn", [
+    ({"homeassistant": {"discovery": False}}, True),  # turned off: the entities must go
+    ({"mqtt": {"device_id": "kiosk-2"}}, True),  # renamed: the old device's would stay unavailable for good
+    ({"mqtt": {"stats_interval_s": 30.0}}, False),
+])
+def test_a_reload_that_moves_or_ends_discovery_removes_the_old_entities(monkeypatch, daemon, change, withdrawn):
+    monkeypatch.setattr(service, "build_sink", MemorySink)
+    cfg = replace(daemon.cfg, homeassistant=replace(daemon.cfg.homeassistant, discovery=True))
+    daemon.cfg, daemon.pipeline, daemon.sink = cfg, build_pipeline(cfg), MemorySink(cfg)
+    old_sink = daemon.sink
+    (section, values), = change.items()
+    new = replace(cfg, **{section: replace(getattr(cfg, section), **values)})
+    daemon._reload = lambda: new
+    daemon._apply_reload()
+    removed = sorted(m.topic for m in old_sink.messages if m.kind == "discovery_removal")
+    device = cfg.mqtt.device_id
+    expected = sorted(f"homeassistant/{c}/{device}/{o}/config" for c, o in [
+        ("sensor", "expression"), ("sensor", "faces"), ("binary_sensor", "face_present"),
+        ("sensor", "window_expression"), ("sensor", "window_faces")])
+    assert removed == (expected if withdrawn else [])

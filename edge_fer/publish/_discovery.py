@@ -69,6 +69,14 @@ def unique_id(device_id: str, entity: _Entity) -> str:
     return f"edge_fer:{device_id}:{entity.object_id}"
 
 
+def withdrawal(ha_prefix: str, device_id: str) -> list[Message]:
+    """Every entity's config emptied: discovery turned off, or the device renamed or moved (the
+    old entities would otherwise stay in Home Assistant for good)."""
+    every = {e.object_id: e for entities in ENTITIES.values() for e in entities}
+    return [Message("discovery_removal", _config_topic(ha_prefix, device_id, e), None, retain=True)
+            for e in every.values()]
+
+
 def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str,
               expire_after_s: dict[str, int]) -> list[Message]:
     """``expire_after_s``: per source topic ("state", "aggregate"), the seconds its retained

@@ -53,6 +53,11 @@ class Sink(abc.ABC):
     def publish_frame(self, result: FrameResult) -> None: ...
 
     @abc.abstractmethod
+    def withdraw_discovery(self) -> None:
+        """Remove this sink's Home Assistant entities (a reload that turns discovery off or
+        renames or moves the device); before ``stop``."""
+
+    @abc.abstractmethod
     def picture_lost(self, result: FrameResult) -> None:
         """The camera gives no picture: ``available=no_picture`` and the faces' ends (``result``).
         The next frame calls ``announce`` again."""
@@ -91,6 +96,9 @@ class MemorySink(Sink):
     def picture_lost(self, result: FrameResult) -> None:
         self.messages += self.stream.picture_lost(result)
 
+    def withdraw_discovery(self) -> None:
+        self.messages += self.stream.discovery_withdrawal()
+
     def publish_stats(self, stats: PipelineStats) -> None:
         self.messages += self.stream.stats(stats, SinkCounters(0, 0, connected=True))
 
@@ -119,6 +127,9 @@ class BufferedSink(Sink):
 
     def picture_lost(self, result: FrameResult) -> None:
         self.outbox.push(lambda: self.stream.picture_lost(result))
+
+    def withdraw_discovery(self) -> None:
+        self.outbox.push(self.stream.discovery_withdrawal)
 
     def publish_stats(self, stats: PipelineStats) -> None:
         self.outbox.push(lambda: self.stream.stats(

@@ -15,7 +15,7 @@ from edge_fer.config import Config
 from edge_fer.messages import FrameResult, PipelineStats
 from edge_fer.publish import _payloads as p
 from edge_fer.publish._aggregate import AggregateWindow
-from edge_fer.publish._discovery import discovery
+from edge_fer.publish._discovery import discovery, withdrawal
 
 STATE_EXPIRY_HEARTBEATS = 3
 """A retained state expires on the broker after this many heartbeats: a consumer arriving
@@ -76,6 +76,10 @@ class MessageStream:
             messages += [p.expression(self.topics, event, self._next_seq()) for event in result.events]
         self._state, self._first_state_held_since = None, None
         return messages
+
+    def discovery_withdrawal(self) -> list[p.Message]:
+        ha = self._cfg.homeassistant
+        return withdrawal(ha.prefix, self._cfg.mqtt.device_id) if ha.discovery else []
 
     def frame(self, result: FrameResult) -> list[p.Message]:
         if self._mode == "aggregate":
