@@ -118,8 +118,9 @@ class _Picture:
 
     def newly_lost(self, now: float, max_missed_s: float, paced_interval_s: float) -> bool:
         """``paced_interval_s``: 1 / source.fps (0 for the source's own rate), the usual interval
-        until two frames have shown one: a 0.8 fps camera was "lost" after its first frame."""
-        if self._lost or self._last is None:
+        until two frames have shown one: a 0.8 fps camera was "lost" after its first frame. With
+        neither, nothing is lost before a second frame (no face is confirmed before it either)."""
+        if self._lost or self._last is None or not (self._gaps or paced_interval_s):
             return False
         usual = statistics.median(self._gaps) if self._gaps else paced_interval_s
         self._lost = now - self._last > max(max_missed_s, PICTURE_LOST_INTERVALS * usual)
@@ -213,6 +214,7 @@ class Daemon:
         self._dropped_before = 0  # dropped frames of sources closed by a reload
         self._ready = False  # READY=1 sent: the first frame was processed
         self._figures: tuple[float, int] | None = (0.0, 0)  # last STATUS= fps and faces; None: no picture
+        self._blind = False  # the picture is lost (available=no_picture) until a frame comes
         self._files = file_fingerprints(cfg)  # as the running parts read them
         self.frames = 0
         self._hup = False
@@ -299,7 +301,7 @@ class Daemon:
                 # Tracks end under the old rules, for those who saw them appear; a new camera's faces
                 # are new faces. A reload of other settings (stats interval, TLS files, discovery)
                 # keeps them: "gone" then "appeared" for a face still there would fire automations.
-                self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
+                self.sink.end_tracks(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
             if pipeline is not None:
                 self.pipeline = pipeline
             if sink is not None:
@@ -311,7 +313,9 @@ class Daemon:
                     log.info("SIGHUP: %d undelivered message(s) carried over to the new sink", len(undelivered))
                 self.sink = sink
                 self.sink.start()
-                if self._ready:
+                if self._blind:  # the new sink says what the old one said
+                    self.sink.picture_lost(FrameResult(time.time()))
+                elif self._ready:
                     self.sink.announce()
             if "service" in changed:
                 setup_logging(new.service.log_level)
@@ -340,9 +344,6 @@ class Daemon:
             raise
 
     # --- the loop ---------------------------------------------------------------------------
-    def _publish(self, result: FrameResult) -> None:
-        self.sink.publish_frame(result)
-
     def _status_text(self, fps: float, faces: int) -> str:
         """systemd's STATUS= (`systemctl status`, readable by any local user): in aggregate mode a
         live face count is exactly what the mode holds back below k_min."""
@@ -400,15 +401,17 @@ class Daemon:
                         # No picture, so no face is seen: tracks end as they would for an empty frame,
                         # and the device says it is blind (available=no_picture), not that nobody is there.
                         self.sink.picture_lost(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
+                        self._blind = True
                         faces = 0
                         self._figures = None
                         self.notifier.status(STATUS_NO_PICTURE)
                     continue
                 back = picture.frame(now)
+                self._blind = False
                 result = self.pipeline.step(frame, time.time())
                 if not self._ready or back:  # "online" before this frame's messages
                     self.sink.announce()
-                self._publish(result)
+                self.sink.publish_frame(result)
                 self.frames += 1
                 faces = len(result.faces)
                 rate.add(self.pipeline)
@@ -428,8 +431,8 @@ class Daemon:
         camera may wait for its driver); after a signal, all within STOP_BUDGET_S of it."""
         self.notifier.stopping()
         now = time.monotonic()
-        if self._ready:  # with no frame ever seen, a "no face" state would claim what nobody saw
-            self._publish(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
+        # The faces end because the daemon stops looking: their "gone", but no state saying nobody is there.
+        self.sink.end_tracks(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
         self.sink.publish_stats(self._stats(rate, now, started))
         closer = threading.Thread(target=self.source.close if self.source else lambda: None,
                                   name="edge-fer-close-source", daemon=True)

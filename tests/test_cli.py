@@ -656,7 +656,7 @@ def test_a_camera_slower_than_max_missed_s_is_not_a_lost_picture(tmp_path):
     events = [m["payload"]["event"] for m in messages if m["topic"].endswith("/expression")]
     assert events == ["appeared", "gone"], events
     faces = [m["payload"]["faces"] for m in messages if m["topic"].endswith("/state")]
-    assert faces == [1, 0], faces  # the face (no "no face" before its confirmation), the stop
+    assert faces == [1], faces  # the face; no "no face" before its confirmation, nor at the stop
     statuses = [m["payload"]["status"] for m in messages if m["topic"].endswith("/available")]
     assert statuses == ["online", "stopped"], statuses  # never no_picture, not even before the second frame
 

@@ -413,6 +413,28 @@ def test_nothing_is_announced_until_the_daemon_sees_a_picture(make_cfg, mqtt_sub
     assert sub.wait_for(lambda msgs: any(m.topic.startswith("homeassistant/") for m in msgs), WAIT_S)
 
 
+def test_online_reaches_the_broker_even_when_a_long_outage_overflowed_the_queue(make_cfg, mqtt_broker,
+                                                                                mqtt_subscriber, sinks):
+    """The broker away from boot, the queue full: the "online" queued with the first frame is
+    among the dropped, and the connect must still say it."""
+    cfg = make_cfg(mqtt__buffer_size=10)
+    mqtt_broker.stop()
+    try:
+        sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
+        sinks.append(sink)
+        sink.start()
+        sink.announce()
+        for i in range(30):
+            sink.publish_frame(FrameResult(time.time() + i, [TrackedFace("a1", LABELS[i % 7], 0.8)]))
+        assert sink.outbox.dropped > 0
+    finally:
+        mqtt_broker.start()
+    assert sink.wait_connected(WAIT_S) and sink.flush(WAIT_S)
+    sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/+/available"])  # the retained status
+    assert sub.wait_for(lambda msgs: len(msgs) >= 1, WAIT_S)
+    assert sub.messages[-1].json["status"] == "online"
+
+
 def test_a_reconnect_while_the_picture_is_lost_keeps_no_picture(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
     """Reconnecting re-announces "online" only while the daemon sees a picture: a broker restart
     during a camera outage must not turn a blind device back into "online, no face"."""

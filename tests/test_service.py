@@ -158,3 +158,19 @@ def test_a_reload_that_moves_or_ends_discovery_removes_the_old_entities(monkeypa
         ("sensor", "expression"), ("sensor", "faces"), ("binary_sensor", "face_present"),
         ("sensor", "window_expression"), ("sensor", "window_faces")])
     assert removed == (expected if withdrawn else [])
+
+
+def test_a_reload_while_the_picture_is_lost_stays_no_picture_and_claims_no_state(monkeypatch, daemon):
+    """A SIGHUP during a camera outage: the new sink must not say "online", and the ends of the
+    tracks must not come with a state saying nobody is there."""
+    monkeypatch.setattr(service, "build_sink", MemorySink)
+    daemon.pipeline, daemon.sink = build_pipeline(daemon.cfg), MemorySink(daemon.cfg)
+    daemon._ready, daemon._blind = True, True
+    old_sink = daemon.sink
+    new = replace(daemon.cfg, mqtt=replace(daemon.cfg.mqtt, device_id="kiosk-2"),
+                  tracker=replace(daemon.cfg.tracker, smoothing_s=0.5))  # a new sink and a new pipeline
+    daemon._reload = lambda: new
+    daemon._apply_reload()
+    messages = old_sink.messages + daemon.sink.messages
+    assert [m.payload["status"] for m in daemon.sink.messages if m.kind == "available"] == ["no_picture"]
+    assert [m for m in messages if m.kind == "state"] == []

@@ -153,7 +153,9 @@ class MqttSink(BufferedSink):
         # ("online" and discovery), NO_PICTURE while the camera is away (the broker may have fired
         # the Last Will meanwhile: a blind device must say so, not stay "offline" or turn "online").
         self._availability: str | None = None
-        self._availability_queued = False  # queued while disconnected: the next connect sends it, in order
+        # Queued while disconnected: the drop count then. The connect sends it again only if the
+        # full queue may have dropped it since (oldest first); a repeat would be noise, not harm.
+        self._queued_at_drops: int | None = None
         self._last_problem: str | None = None
         self._client = self._make_client(reconnect_s)
         self._sender = threading.Thread(target=self._send_loop, name="edge-fer-mqtt-send", daemon=True)
@@ -213,18 +215,19 @@ class MqttSink(BufferedSink):
 
     def announce(self) -> None:
         """Queued now, even before the first CONNACK: ahead of the frame's messages, which would
-        otherwise reach the broker before "online"."""
-        with self.outbox.cond:  # one step with _on_connect: announced once per connection
+        otherwise reach the broker before "online". A connect repeats it unless it is still queued
+        (a long outage may have dropped it from the full queue)."""
+        with self.outbox.cond:  # one step with _on_connect
             self._availability = ONLINE
             if not self._stopped:
                 self.outbox.push(lambda: self.stream.announcement())
-                self._availability_queued = not self._connected
+                self._queued_at_drops = None if self._connected else self.outbox.dropped
 
     def picture_lost(self, result: FrameResult) -> None:
         with self.outbox.cond:  # one step with _on_connect
             self._availability = NO_PICTURE
             super().picture_lost(result)
-            self._availability_queued = not self._connected
+            self._queued_at_drops = None if self._connected else self.outbox.dropped
 
     def wait_connected(self, timeout: float) -> bool:
         return self.outbox.wait_until(lambda: self._connected, timeout)
@@ -334,12 +337,13 @@ class MqttSink(BufferedSink):
             self._resync = bool(self._inflight)
             # Not before the daemon's first frame (announce), nor after a stop before this CONNACK:
             # the retained status stays what it was ("stopped", or the Last Will's "offline").
-            if self._availability_queued or self._stopped:
-                self._availability_queued = False  # already in the queue, in its place
-            elif self._availability == ONLINE:
-                self.outbox.push(lambda: self.stream.announcement())
-            elif self._availability == NO_PICTURE:
-                self.outbox.push(lambda: self.stream.available(NO_PICTURE, NO_PICTURE_REASON))
+            still_queued = self._queued_at_drops == self.outbox.dropped
+            self._queued_at_drops = None
+            if not self._stopped and not still_queued:
+                if self._availability == ONLINE:
+                    self.outbox.push(lambda: self.stream.announcement())
+                elif self._availability == NO_PICTURE:
+                    self.outbox.push(lambda: self.stream.available(NO_PICTURE, NO_PICTURE_REASON))
             self.outbox.cond.notify_all()  # the sender waits for a connection, not only for messages
 
     def _mark_down(self) -> None:
@@ -381,6 +385,7 @@ class MqttSink(BufferedSink):
             self.outbox.cond.notify_all()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == self._ha_status and message.payload == HA_ONLINE and self._availability:
+        if (message.topic == self._ha_status and message.payload == HA_ONLINE and self._availability
+                and not self._stopped):  # a reload's drain: the old sink may just have withdrawn them
             log.info("Home Assistant is online: re-sending discovery")
             self.outbox.push(self.stream.discovery)

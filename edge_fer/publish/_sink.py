@@ -53,6 +53,11 @@ class Sink(abc.ABC):
     def publish_frame(self, result: FrameResult) -> None: ...
 
     @abc.abstractmethod
+    def end_tracks(self, result: FrameResult) -> None:
+        """The faces end because the daemon stops looking (stop, reload): their ``gone`` events,
+        no state."""
+
+    @abc.abstractmethod
     def withdraw_discovery(self) -> None:
         """Remove this sink's Home Assistant entities (a reload that turns discovery off or
         renames or moves the device); before ``stop``."""
@@ -99,6 +104,9 @@ class MemorySink(Sink):
     def withdraw_discovery(self) -> None:
         self.messages += self.stream.discovery_withdrawal()
 
+    def end_tracks(self, result: FrameResult) -> None:
+        self.messages += self.stream.end_tracks(result)
+
     def publish_stats(self, stats: PipelineStats) -> None:
         self.messages += self.stream.stats(stats, SinkCounters(0, 0, connected=True))
 
@@ -130,6 +138,9 @@ class BufferedSink(Sink):
 
     def withdraw_discovery(self) -> None:
         self.outbox.push(self.stream.discovery_withdrawal)
+
+    def end_tracks(self, result: FrameResult) -> None:
+        self.outbox.push(lambda: self.stream.end_tracks(result))
 
     def publish_stats(self, stats: PipelineStats) -> None:
         self.outbox.push(lambda: self.stream.stats(

@@ -66,14 +66,18 @@ class MessageStream:
         return discovery(ha.prefix, self.topics, self._cfg.mqtt.device_id, self._mode, self._expiry_s)
 
     def picture_lost(self, result: FrameResult) -> list[p.Message]:
-        """``available=no_picture``, then the ends of the faces (``result``: no face, the tracker's
-        ``gone`` events). No state: nothing is known until frames return, and the retained one
-        expires; the first state after the loss goes out whatever it says."""
-        messages = self.available(p.NO_PICTURE, p.NO_PICTURE_REASON)
+        """``available=no_picture``, then the ends of the faces (``end_tracks``)."""
+        return self.available(p.NO_PICTURE, p.NO_PICTURE_REASON) + self.end_tracks(result)
+
+    def end_tracks(self, result: FrameResult) -> list[p.Message]:
+        """The faces' ends (``result``: no face, the tracker's ``gone`` events) when the daemon
+        stops looking (picture lost, stop, reload), not because they left: no state, which would
+        claim that nobody is there. The retained one expires; the next state goes out whatever it says."""
+        messages = []
         if self._mode == "aggregate":
-            messages += self._aggregate_window(result)
+            messages = self._aggregate_window(result)
         elif self._mode == "labels":
-            messages += [p.expression(self.topics, event, self._next_seq()) for event in result.events]
+            messages = [p.expression(self.topics, event, self._next_seq()) for event in result.events]
         self._state, self._first_state_held_since = None, None
         return messages
 
