@@ -61,7 +61,7 @@ def _load(args, apply_logging: bool = True):
     cfg = load_config(args.config, _overrides(args), os.environ)
     if apply_logging:
         setup_logging(cfg.service.log_level)  # validated: service.log_level, or --log-level over it
-        if warning := readable_camera_password(args.config):
+        if warning := readable_camera_password(args.config, cfg):
             log.warning("%s", warning)
     return cfg
 

@@ -9,8 +9,9 @@ came from and what is allowed, so one edit fixes a config instead of one edit pe
 The MQTT password comes from ``mqtt.password`` (file or ``EDGE_FER_MQTT__PASSWORD``), else
 ``mqtt.password_file``, else ``$CREDENTIALS_DIRECTORY/mqtt_password`` (systemd
 ``LoadCredential=``). It is kept out of ``repr`` and shown as ``***`` by ``dump_config``.
-A camera URL holding a password is kept out of the config file, which every local user can read,
-the same way: ``source.uri_file``, else ``$CREDENTIALS_DIRECTORY/source_uri``.
+A camera URL holding a password is kept out of the config file, which every local user can read:
+``source.uri_file`` or ``$CREDENTIALS_DIRECTORY/source_uri``; either one given with ``source.uri``
+is refused (``uri_file`` wins over a credential).
 """
 from __future__ import annotations
 
@@ -500,22 +501,27 @@ def load_config(path: str | None = None, overrides: Mapping[str, Any] | None = N
     return cfg
 
 
-def readable_camera_password(path: str | None) -> str | None:
-    """A warning when the config file holds a camera password and every local user can read it
-    (the installer's mode, 0644, so the dynamic user can read it): whoever reads it can watch the
-    faces. Not an error: an existing install keeps running while its owner moves the URL."""
-    file = Path(DEFAULT_CONFIG_PATH if path is None else path)
+CAMERA_SECRET_HOMES = (f"under systemd, /etc/credstore/edge-fer.{SOURCE_CREDENTIAL_NAME} (mode 0600; the "
+                       "service's dynamic user cannot read a root-only file); elsewhere, a file named by "
+                       "source.uri_file that only the user running edge-fer can read")
+
+
+def readable_camera_password(path: str | None, cfg: Config) -> str | None:
+    """A warning when a file every local user can read holds a camera password: the config file
+    (the installer's mode, 0644, so the dynamic user can read it) or source.uri_file. Whoever reads
+    it can watch the faces. Not an error: an existing install keeps running while it is moved."""
+    if redact_uri(cfg.source.uri) == cfg.source.uri:
+        return None
+    file = Path(cfg.source.uri_file or (DEFAULT_CONFIG_PATH if path is None else path))
     try:
-        if not file.stat().st_mode & stat.S_IROTH:
-            return None
-        uri = _read_file(str(file), []).get("source", {}).get("uri")
+        readable = bool(file.stat().st_mode & stat.S_IROTH)
+        in_config = cfg.source.uri_file or _read_file(str(file), []).get("source", {}).get("uri") == cfg.source.uri
     except OSError:
         return None
-    if not isinstance(uri, str) or redact_uri(uri) == uri:
+    if not (readable and in_config):
         return None
-    return (f"{file} holds a camera password in source.uri and every user of this machine can read it: move the "
-            f"URL to /etc/credstore/edge-fer.{SOURCE_CREDENTIAL_NAME} (mode 0600) or to a file named by "
-            "source.uri_file, and remove source.uri")
+    return (f"{file} holds a camera password (source.uri) and every user of this machine can read it: move the "
+            f"URL: {CAMERA_SECRET_HOMES}")
 
 
 def _toml_value(value: Any) -> str:
@@ -536,8 +542,11 @@ def dump_config(cfg: Config) -> str:
             value = getattr(section, f.name)
             if f.metadata["secret"] and value:
                 value = REDACTED
-            elif isinstance(value, str):  # a camera URL's password
-                value = redact_uri(value)
+            elif isinstance(value, str) and redact_uri(value) != value:  # a camera URL's password
+                # shown, but not as a setting: loaded again, it would be the wrong password, and
+                # beside uri_file or the credential it would be a second URL
+                lines.append(f"# {f.name} = {_toml_value(redact_uri(value))}  (holds a password; not repeated)")
+                continue
             lines.append(f"{f.name} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)

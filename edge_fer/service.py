@@ -183,7 +183,9 @@ def _entities(cfg: Config) -> tuple | None:
 def _audience(cfg: Config) -> tuple:
     """Where the messages go and in what form (broker, topics, privacy mode): after a reload that
     changes it, a track that went on would have no "appeared" there."""
-    return cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.prefix, cfg.mqtt.device_id, cfg.privacy
+    privacy = cfg.privacy
+    form = (privacy.mode, privacy.aggregate_window_s, privacy.k_min) if privacy.mode == "aggregate" else privacy.mode
+    return cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.prefix, cfg.mqtt.device_id, form
 
 
 def check_fits_watchdog(cfg: Config, ping_interval_s: float | None) -> None:

@@ -242,9 +242,6 @@ def train(cfg: TrainConfig, log=print) -> dict:
     inputs = _inputs(cfg, out)
     resumed = _resume_state(cfg, out, inputs)
     out.mkdir(parents=True, exist_ok=True)
-    if not resumed:
-        for stale in out.glob(CHECKPOINT.replace("{epoch:03d}", "*")):  # the replaced run's
-            stale.unlink()
 
     import keras
 
@@ -299,11 +296,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         if score > best["score"]:
             best = {"score": score, **row}
             _save(model, out / "model.keras")
-        previous, checkpoint = checkpoint, CHECKPOINT.format(epoch=epoch)
+        checkpoint = CHECKPOINT.format(epoch=epoch)
         _save(model, out / checkpoint)
         _write_json(out / "train.json", summary())
-        if previous:
-            (out / previous).unlink(missing_ok=True)
+        for older in out.glob(CHECKPOINT.replace("{epoch:03d}", "*")):  # the last epoch's, or a replaced run's
+            if older.name != checkpoint:
+                older.unlink()
         log(json.dumps(row) + ("  *best" if best["epoch"] == epoch else ""))
         elapsed_min = (time.time() - started) / 60
         if cfg.time_budget_min and elapsed_min + row["seconds"] / 60 > cfg.time_budget_min:

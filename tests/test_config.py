@@ -132,7 +132,21 @@ def test_a_camera_url_with_a_password_can_live_outside_the_world_readable_config
         env["CREDENTIALS_DIRECTORY"] = str(tmp_path / "creds")
     cfg = load_config(write(tmp_path, text), {}, env)
     assert cfg.source.uri == CAMERA_URL
-    assert SECRET not in dump_config(cfg)
+    dumped = dump_config(cfg)
+    assert SECRET not in dumped and "# uri = " in dumped
+    (tmp_path / "dumped.toml").write_text(dumped)
+    assert load_config(str(tmp_path / "dumped.toml"), {}, env).source.uri == CAMERA_URL  # the dump loads again
+
+
+def test_a_readable_uri_file_with_a_password_is_warned_about(tmp_path):
+    from edge_fer.config import readable_camera_password
+
+    (tmp_path / "camera").write_text(CAMERA_URL)
+    path = write(tmp_path, f"[source]\nuri_file = '{tmp_path / 'camera'}'\n")
+    (tmp_path / "camera").chmod(0o644)
+    assert "camera holds a camera password" in readable_camera_password(path, load_config(path, {}, {}))
+    (tmp_path / "camera").chmod(0o600)
+    assert readable_camera_password(path, load_config(path, {}, {})) is None
 
 
 def test_a_camera_url_given_twice_is_refused_and_an_empty_one_named(tmp_path):

@@ -181,7 +181,8 @@ def test_available_and_last_will_payloads():
 ])
 def test_discovery_offers_only_what_the_mode_publishes_and_removes_the_rest(mode, objects):
     cfg = make_cfg(homeassistant__discovery=True, privacy__mode=mode)
-    messages = MessageStream(cfg).discovery()
+    stream = MessageStream(cfg)
+    messages = stream.discovery()
     configs = [m for m in messages if m.kind == "discovery"]
     topic = "homeassistant/{}/kiosk-1/{}/config".format
     assert [m.topic for m in configs] == [topic(*o.split("/")) for o in objects]
@@ -193,6 +194,9 @@ def test_discovery_offers_only_what_the_mode_publishes_and_removes_the_rest(mode
     assert sorted(removals) == sorted([topic(*o.split("/")) for o in every - set(objects)]
                                       + [legacy(*o.split("/")) for o in every])
     assert all(m.retain and m.payload is None for m in messages if m.kind == "discovery_removal")
+    # the old topics first (Home Assistant lets go of the old entities before the new ids come), and once
+    assert {m.topic for m in messages[:len(every)]} == {legacy(*o.split("/")) for o in every}
+    assert not {legacy(*o.split("/")) for o in every} & {m.topic for m in stream.discovery()}
     for m in configs:
         validate(m)
         assert m.retain
@@ -327,8 +331,8 @@ def test_memory_sink_records_the_same_messages():
     sink.publish_frame(FrameResult(T0, [TrackedFace("a1", "fear", 0.8)], [appeared("a1", "fear", T0)]))
     sink.publish_stats(STATS)
     sink.stop("test over")
-    assert [m.kind for m in sink.messages] == ["available", "discovery", "discovery", "discovery",
-                                               *["discovery_removal"] * (2 + 5), "expression", "state", "stats",
+    assert [m.kind for m in sink.messages] == ["available", *["discovery_removal"] * 5, "discovery", "discovery",
+                                               "discovery", *["discovery_removal"] * 2, "expression", "state", "stats",
                                                "available"]
     for m in sink.messages:
         validate(m)

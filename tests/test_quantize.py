@@ -636,3 +636,22 @@ def test_every_camera_degradation_keeps_the_faces_and_changes_them():
         out = degrade(faces)
         assert out.shape == faces.shape and out.dtype == np.uint8, name
         assert (name == "clean") == np.array_equal(out, faces), name
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_an_epoch(tmp_path, capsys):
+    """A replacement run that fails on its data must leave the old run resumable."""
+    from quantize.__main__ import main
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(MINI / "ferplus.npz", bad / "ferplus.npz")
+    a = dict(np.load(MINI / "fer2013.npz"))
+    a["labels"] = a["labels"][:, None]
+    np.savez(bad / "fer2013.npz", **a)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train.json").write_text(json.dumps({"checkpoint": "last-003.keras"}))
+    (run / "last-003.keras").write_bytes(b"the old run's checkpoint")
+    assert main(["train", "--data", str(bad), "--out", str(run), "--overwrite"]) == 2
+    assert "labels must be a 1-D array" in capsys.readouterr().err
+    assert (run / "last-003.keras").read_bytes() == b"the old run's checkpoint"

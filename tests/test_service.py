@@ -121,6 +121,7 @@ def test_a_reload_to_another_camera_ends_the_tracks_and_keeps_counting(monkeypat
     ({"homeassistant": {"discovery": True}}, False),
     ({"mqtt": {"device_id": "kiosk-2"}}, True),  # other topics: their consumers never saw it appear
     ({"privacy": {"mode": "presence"}}, True),
+    ({"privacy": {"k_min": 7}}, False),  # unused outside aggregate mode
 ])
 def test_a_reload_ends_the_tracks_only_when_their_audience_changes(monkeypatch, daemon, change, ends):
     monkeypatch.setattr(service, "build_sink", MemorySink)

@@ -6,8 +6,9 @@ device is Home Assistant's node_id level: joined with ``_``, as edge-fer first d
 Which entities exist follows the privacy mode: only what that mode publishes is offered, and the
 entities only other modes offer get an empty retained config, which is how Home Assistant
 removes an entity: switching to a stricter mode leaves no stale expression sensor behind.
-Availability reads our JSON ``available`` topic through a template that maps both "stopped"
-and "offline" to unavailable, so a clean stop is not shown as a live sensor.
+Availability reads our JSON ``available`` topic through a template that maps every status but
+"online" ("no_picture", "stopped", "offline") to unavailable, so a blind or stopped device is not
+shown as a live sensor.
 """
 from __future__ import annotations
 
@@ -59,8 +60,9 @@ def _config_topic(ha_prefix: str, device_id: str, entity: _Entity) -> str:
 
 
 def _legacy_config_topic(ha_prefix: str, device_id: str, entity: _Entity) -> str:
-    """Where edge-fer first put the config: cleared on every announcement, so an upgraded
-    device leaves no stale entity behind (those topics belong to no current device)."""
+    """Where edge-fer first put the config: cleared at a sink's first announcement, so an
+    upgraded device leaves no stale entity behind. In a fleet upgraded one device at a time,
+    device ``kitchen`` clears two of a not yet upgraded ``kitchen_window``'s (README)."""
     return f"{ha_prefix}/{entity.component}/{device_id}_{entity.object_id}/config"
 
 
@@ -78,7 +80,7 @@ def withdrawal(ha_prefix: str, device_id: str) -> list[Message]:
 
 
 def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str,
-              expire_after_s: dict[str, int]) -> list[Message]:
+              expire_after_s: dict[str, int], clear_legacy: bool) -> list[Message]:
     """``expire_after_s``: per source topic ("state", "aggregate"), the seconds its retained
     message lives on the broker; the entity goes unavailable after as long without news, so Home
     Assistant and a consumer arriving later see the same thing (a stuck pipeline, a camera gone,
@@ -90,7 +92,10 @@ def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str,
         "model": "edge-fer expression sensor",
         "sw_version": __version__,
     }
-    messages = []
+    every = {e.object_id: e for entities in ENTITIES.values() for e in entities}
+    # First, so that Home Assistant has let go of the old entities when the new unique ids come.
+    messages = [Message("discovery_removal", _legacy_config_topic(ha_prefix, device_id, e), None, retain=True)
+                for e in every.values()] if clear_legacy else []
     for entity in ENTITIES[mode]:
         payload: dict[str, Any] = {
             "name": entity.name,
@@ -112,7 +117,4 @@ def discovery(ha_prefix: str, topics: Topics, device_id: str, mode: str,
     others = {e.object_id: e for entities in ENTITIES.values() for e in entities if e.object_id not in offered}
     messages += [Message("discovery_removal", _config_topic(ha_prefix, device_id, e), None, retain=True)
                  for e in others.values()]
-    every = {e.object_id: e for entities in ENTITIES.values() for e in entities}
-    messages += [Message("discovery_removal", _legacy_config_topic(ha_prefix, device_id, e), None, retain=True)
-                 for e in every.values()]
     return messages

@@ -37,6 +37,7 @@ class MessageStream:
                           "aggregate": math.ceil(cfg.privacy.aggregate_window_s * AGGREGATE_EXPIRY_WINDOWS)}
         self._seq = 0
         self._state: dict[str, Any] | None = None
+        self._legacy_discovery_cleared = False
         self._first_state_held_since: float | None = None
         self._state_sent_at = -math.inf
         self._state_changed_at = 0.0
@@ -63,7 +64,8 @@ class MessageStream:
         ha = self._cfg.homeassistant
         if not ha.discovery:
             return []
-        return discovery(ha.prefix, self.topics, self._cfg.mqtt.device_id, self._mode, self._expiry_s)
+        clear_legacy, self._legacy_discovery_cleared = not self._legacy_discovery_cleared, True
+        return discovery(ha.prefix, self.topics, self._cfg.mqtt.device_id, self._mode, self._expiry_s, clear_legacy)
 
     def picture_lost(self, result: FrameResult) -> list[p.Message]:
         """``available=no_picture``, then the ends of the faces (``end_tracks``)."""
