@@ -166,7 +166,9 @@ class BlazeFaceDetector:
         return inp["index"], outputs[(1, n, NUM_COORDS)], outputs[(1, n, 1)]
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
-        """Faces in frame pixels, best first: at most max_faces, none with a side under min_face_px."""
+        """Faces in frame pixels, largest first: at most max_faces, none with a side under
+        min_face_px. Largest, not best scored: with ``max_faces = 1`` in a car, the driver nearest
+        the camera, not a passenger whose face happens to score higher (measured: 0.84 against 0.68)."""
         height, width = image_bgr.shape[:2]
         size = self.spec.input_size
         scale = min(size / width, size / height)
@@ -198,6 +200,5 @@ class BlazeFaceDetector:
                 continue
             faces.append(Face((float(x0), float(y0), float(x1 - x0), float(y1 - y0)), float(score),
                               kps.astype(np.float32)))
-            if len(faces) == self.max_faces:
-                break
-        return faces
+        faces.sort(key=lambda face: face.box[2] * face.box[3], reverse=True)
+        return faces[:self.max_faces]
