@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from collections.abc import Callable
 
+from edge_fer.blank import is_blank
 from edge_fer.capture import open_source
 from edge_fer.classify import ExpressionClassifier
 from edge_fer.config import DEFAULT_CONFIG_PATH, Config
@@ -27,7 +28,7 @@ from edge_fer.logsetup import setup_logging
 from edge_fer.messages import FrameResult, PipelineStats
 from edge_fer.model_card import PACKAGED_MODEL
 from edge_fer.pipeline import Pipeline
-from edge_fer.publish import build_sink
+from edge_fer.publish import BLANK_PICTURE_REASON, NO_PICTURE_REASON, build_sink
 from edge_fer.redact import redact_uri
 from edge_fer.track import Tracker, TrackerSettings
 
@@ -50,7 +51,6 @@ EXIT_OK, EXIT_FAILURE = 0, 1
 REASON_FAILURE, REASON_ENDED, REASON_LIMIT, REASON_RELOAD = ("pipeline failure", "source ended", "run limit",
                                                              "reload")
 REASON_OUTPUT_LOST = "output lost"
-STATUS_NO_PICTURE = "no picture from the camera"
 FACTORY_HOSTNAMES = frozenset({"raspberrypi", "localhost", "debian", "ubuntu"})
 """Host names images ship with (Raspberry Pi OS, Debian, Ubuntu): the default mqtt.device_id is the
 host name, so devices left with one share topics and an MQTT client id."""
@@ -215,8 +215,8 @@ class Daemon:
         self._stop_at: float | None = None  # monotonic time of the stop signal
         self._dropped_before = 0  # dropped frames of sources closed by a reload
         self._ready = False  # READY=1 sent: the first frame was processed
-        self._figures: tuple[float, int] | None = (0.0, 0)  # last STATUS= fps and faces; None: no picture
-        self._blind = False  # the picture is lost (available=no_picture) until a frame comes
+        self._figures: tuple[float, int] = (0.0, 0)  # last STATUS= fps and faces
+        self._blind: str | None = None  # while the picture is lost (available=no_picture): why
         self._files = file_fingerprints(cfg)  # as the running parts read them
         self.frames = 0
         self._hup = False
@@ -316,7 +316,7 @@ class Daemon:
                 self.sink = sink
                 self.sink.start()
                 if self._blind:  # the new sink says what the old one said
-                    self.sink.picture_lost(FrameResult(time.time()))
+                    self.sink.picture_lost(FrameResult(time.time()), self._blind)
                 elif self._ready:
                     self.sink.announce()
             if "service" in changed:
@@ -325,7 +325,7 @@ class Daemon:
             log.info("SIGHUP: config reloaded (changed: %s)", ", ".join(sorted(changed)) or "nothing")
         if self._ready:  # before the first frame, READY=1 waits for it
             # the running figures, shown under the new config (a switch to aggregate hides the face count)
-            self.notifier.ready(STATUS_NO_PICTURE if self._figures is None else self._status_text(*self._figures))
+            self.notifier.ready(self._blind or self._status_text(*self._figures))
 
     def _reopen_source(self, new: Config) -> None:
         """Close the old source first: a camera (libcamera, V4L2) has one owner at a time. If the
@@ -398,18 +398,20 @@ class Daemon:
                                   redact_uri(self.cfg.source.uri), FIRST_FRAME_TIMEOUT_S)
                         self._stop_reason, status = REASON_FAILURE, EXIT_FAILURE
                         break
-                    paced_s = 1 / self.cfg.source.fps if self.cfg.source.fps else 0.0
-                    if picture.newly_lost(now, self.cfg.tracker.max_missed_s, paced_s):
-                        # No picture, so no face is seen: tracks end as they would for an empty frame,
-                        # and the device says it is blind (available=no_picture), not that nobody is there.
-                        self.sink.picture_lost(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())))
-                        self._blind = True
-                        faces = 0
-                        self._figures = None
-                        self.notifier.status(STATUS_NO_PICTURE)
+                    self._check_picture(picture, now, NO_PICTURE_REASON)
                     continue
-                back = picture.frame(now)
-                self._blind = False
+                if is_blank(frame.image):  # covered, capped or dark: frames come, showing nothing
+                    self.watchdog.frame_done(now)  # the camera works; a restart would not uncover it
+                    if not self._ready:
+                        self._ready = True
+                        self.notifier.ready(BLANK_PICTURE_REASON)
+                        log.info("first frame: %s; ready", BLANK_PICTURE_REASON)
+                        self._lose_picture(BLANK_PICTURE_REASON)
+                    else:
+                        self._check_picture(picture, now, BLANK_PICTURE_REASON)
+                    continue
+                back = picture.frame(now) or self._blind is not None
+                self._blind = None
                 result = self.pipeline.step(frame, time.time())
                 if not self._ready or back:  # "online" before this frame's messages
                     self.sink.announce()
@@ -427,6 +429,19 @@ class Daemon:
             self._stop_reason, status = REASON_FAILURE, EXIT_FAILURE
         self._shutdown(started, rate)
         return status
+
+    def _check_picture(self, picture: _Picture, now: float, reason: str) -> None:
+        """A frame that did not come, or came blank: lost once it has been so long (``_Picture``)."""
+        paced_s = 1 / self.cfg.source.fps if self.cfg.source.fps else 0.0
+        if picture.newly_lost(now, self.cfg.tracker.max_missed_s, paced_s):
+            self._lose_picture(reason)
+
+    def _lose_picture(self, reason: str) -> None:
+        """No picture, so no face is seen: tracks end as they would for an empty frame, and the
+        device says it is blind (available=no_picture), not that nobody is there."""
+        self.sink.picture_lost(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())), reason)
+        self._blind = reason
+        self.notifier.status(reason)
 
     def _shutdown(self, started: float, rate: _Rate) -> None:
         """Say ``stopped``, drain the queue and close the camera at the same time (closing a stalled

@@ -400,6 +400,34 @@ def test_face_that_leaves_and_returns_gets_a_new_track(video_run):
     assert lines[-1].payload["reason"] == "source ended"
 
 
+def test_a_covered_camera_says_no_picture_not_that_nobody_is_there(tmp_path):
+    """In a car, a hand or a cap over the lens still gives frames, black ones: without a check the
+    driver would read as absent. 2 s of face, 3 s covered (black under sensor noise), 2 s of face."""
+    import cv2
+
+    fps, size = 15, (640, 480)
+    face = cv2.resize(read_astronaut(), size)
+    covered = np.clip(np.random.default_rng(0).normal(0, 6, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    path = tmp_path / "covered.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for image in [face] * (2 * fps) + [covered] * (3 * fps) + [face] * (2 * fps):
+        writer.write(image)
+    writer.release()
+    result = edge_fer("run", "--config", os.devnull, "--source", str(path),
+                      env=cli_env(EDGE_FER_SOURCE__LOOP="false", EDGE_FER_SOURCE__FPS=str(fps)))
+    assert result.returncode == 0, result.stderr
+    lines = stdout_lines(result.stdout)
+    for line in lines:
+        validate(line)
+    assert statuses(lines) == ["online", "no_picture", "online", "stopped"]
+    (blind,) = [line.payload for line in lines if line.kind == "available" and line.payload["status"] == "no_picture"]
+    assert blind["reason"] == "the camera shows nothing (covered or dark)"
+    kinds = [(line.kind, line.payload.get("status") or line.payload.get("event")) for line in lines]
+    during = kinds[kinds.index(("available", "no_picture")):kinds.index(("available", "online"), 1)]
+    assert ("expression", "gone") in during and not [k for k in during if k[0] == "state"], during
+    assert [e["event"] for e in events(lines) if e["event"] != "changed"] == ["appeared", "gone", "appeared", "gone"]
+
+
 def test_video_output_carries_no_box_pixels_or_long_field(video_run):
     assert video_run.returncode == 0 and video_run.stdout.strip(), video_run.stderr
     for raw in video_run.stdout.splitlines():

@@ -38,7 +38,8 @@ from mqtt_broker import HeldRelay
 
 from edge_fer.capture.latest import READ_TIMEOUT_S, RECONNECT_INITIAL_S
 from edge_fer.health import STATUS_INTERVAL_S, WATCHDOG_PING_FRACTION
-from edge_fer.service import FIRST_FRAME_TIMEOUT_S, STATUS_NO_PICTURE
+from edge_fer.publish import NO_PICTURE_REASON
+from edge_fer.service import FIRST_FRAME_TIMEOUT_S
 from edge_fer.model_card import PACKAGED_MODEL, card_path_for
 
 WATCHDOG_USEC = 2_000_000  # 2 s: pings every second
@@ -189,7 +190,7 @@ def test_stalled_camera_stops_watchdog_pings_until_frames_return(spawn, dirs, no
     assert [m["payload"]["status"] for m in away if m["topic"].endswith("/available")] == ["no_picture"], away
     assert [m["payload"]["event"] for m in away if m["topic"].endswith("/expression")] == ["gone"], away
     assert [m for m in away if m["topic"].endswith("/state")] == [], away
-    assert [n.fields["STATUS"] for n in notify.with_var("STATUS", after=paused)][-1:] == [STATUS_NO_PICTURE]
+    assert [n.fields["STATUS"] for n in notify.with_var("STATUS", after=paused)][-1:] == [NO_PICTURE_REASON]
     camera.resume()
     back = notify.wait_var("WATCHDOG", "1", after=resumed, timeout=WAIT_S)
     reopened = daemon.wait_log(r"capture http://\S+: reopened", after=resumed)

@@ -43,7 +43,8 @@ def appeared(tid: str, label: str, t: float) -> TrackEvent:
 
 def test_exports_are_pinned():
     assert sorted(publish.__all__) == sorted(["Sink", "MqttSink", "StdoutSink", "MemorySink", "Message", "Topics",
-                                              "build_sink", "load_schema", "SCHEMA_KINDS"])
+                                              "build_sink", "load_schema", "SCHEMA_KINDS", "NO_PICTURE_REASON",
+                                              "BLANK_PICTURE_REASON"])
 
 
 def test_labels_mode_sends_events_and_state_in_one_sequence():
@@ -129,7 +130,7 @@ def test_a_lost_picture_says_no_picture_ends_the_faces_and_claims_no_state(mode)
     face = [TrackedFace("a1", "fear", 0.8)]
     stream.frame(FrameResult(T0, face, [appeared("a1", "fear", T0)]))
     gone = TrackEvent("gone", "a1", "fear", 0.8, None, T0 + 2, duration_s=2.0)
-    lost = stream.picture_lost(FrameResult(T0 + 2, [], [gone]))
+    lost = stream.picture_lost(FrameResult(T0 + 2, [], [gone]), publish.NO_PICTURE_REASON)
     assert lost[0].kind == "available" and lost[0].payload["status"] == "no_picture"
     assert lost[0].retain and lost[0].payload["reason"] == "no picture from the camera"
     assert [m.kind for m in lost[1:]] == (["expression"] if mode == "labels" else [])

@@ -11,7 +11,7 @@ from daemon_proc import NotifyListener
 from edge_fer import LABELS, service
 from edge_fer.config import load_config
 from edge_fer.errors import SourceError, SourceUnavailable
-from edge_fer.publish import MemorySink
+from edge_fer.publish import BLANK_PICTURE_REASON, MemorySink
 from edge_fer.service import MIN_RATE_WINDOW_S, Daemon, _Rate, build_pipeline
 
 
@@ -166,12 +166,13 @@ def test_a_reload_while_the_picture_is_lost_stays_no_picture_and_claims_no_state
     tracks must not come with a state saying nobody is there."""
     monkeypatch.setattr(service, "build_sink", MemorySink)
     daemon.pipeline, daemon.sink = build_pipeline(daemon.cfg), MemorySink(daemon.cfg)
-    daemon._ready, daemon._blind = True, True
+    daemon._ready, daemon._blind = True, BLANK_PICTURE_REASON
     old_sink = daemon.sink
     new = replace(daemon.cfg, mqtt=replace(daemon.cfg.mqtt, device_id="kiosk-2"),
                   tracker=replace(daemon.cfg.tracker, smoothing_s=0.5))  # a new sink and a new pipeline
     daemon._reload = lambda: new
     daemon._apply_reload()
     messages = old_sink.messages + daemon.sink.messages
-    assert [m.payload["status"] for m in daemon.sink.messages if m.kind == "available"] == ["no_picture"]
+    assert [(m.payload["status"], m.payload["reason"]) for m in daemon.sink.messages
+            if m.kind == "available"] == [("no_picture", BLANK_PICTURE_REASON)]
     assert [m for m in messages if m.kind == "state"] == []

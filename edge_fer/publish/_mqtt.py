@@ -153,6 +153,7 @@ class MqttSink(BufferedSink):
         # ("online" and discovery), NO_PICTURE while the camera is away (the broker may have fired
         # the Last Will meanwhile: a blind device must say so, not stay "offline" or turn "online").
         self._availability: str | None = None
+        self._no_picture_reason = NO_PICTURE_REASON
         # Queued while disconnected: the drop count then. The connect sends it again only if the
         # full queue may have dropped it since (oldest first); a repeat would be noise, not harm.
         self._queued_at_drops: int | None = None
@@ -223,10 +224,10 @@ class MqttSink(BufferedSink):
                 self.outbox.push(lambda: self.stream.announcement())
                 self._queued_at_drops = None if self._connected else self.outbox.dropped
 
-    def picture_lost(self, result: FrameResult) -> None:
+    def picture_lost(self, result: FrameResult, reason: str = NO_PICTURE_REASON) -> None:
         with self.outbox.cond:  # one step with _on_connect
-            self._availability = NO_PICTURE
-            super().picture_lost(result)
+            self._availability, self._no_picture_reason = NO_PICTURE, reason
+            super().picture_lost(result, reason)
             self._queued_at_drops = None if self._connected else self.outbox.dropped
 
     def wait_connected(self, timeout: float) -> bool:
@@ -343,7 +344,7 @@ class MqttSink(BufferedSink):
                 if self._availability == ONLINE:
                     self.outbox.push(lambda: self.stream.announcement())
                 elif self._availability == NO_PICTURE:
-                    self.outbox.push(lambda: self.stream.available(NO_PICTURE, NO_PICTURE_REASON))
+                    self.outbox.push(lambda: self.stream.available(NO_PICTURE, self._no_picture_reason))
             self.outbox.cond.notify_all()  # the sender waits for a connection, not only for messages
 
     def _mark_down(self) -> None:

@@ -35,6 +35,8 @@ NO_PICTURE = "no_picture"
 """available while the camera gives no picture: running, but blind. Not "online" with no face: a
 covered in-car camera must not read as "driver absent"."""
 NO_PICTURE_REASON = "no picture from the camera"
+BLANK_PICTURE_REASON = "the camera shows nothing (covered or dark)"
+"""available=no_picture's reason when frames come but show nothing (edge_fer.blank)."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from edge_fer.config import Config
 from edge_fer.messages import FrameResult, PipelineStats
 from edge_fer.publish._outbox import Outbox
-from edge_fer.publish._payloads import STOPPED, Message, SinkCounters
+from edge_fer.publish._payloads import NO_PICTURE_REASON, STOPPED, Message, SinkCounters
 from edge_fer.publish._stream import MessageStream
 
 log = logging.getLogger("edge_fer.publish")
@@ -63,9 +63,10 @@ class Sink(abc.ABC):
         renames or moves the device); before ``stop``."""
 
     @abc.abstractmethod
-    def picture_lost(self, result: FrameResult) -> None:
-        """The camera gives no picture: ``available=no_picture`` and the faces' ends (``result``).
-        The next frame calls ``announce`` again."""
+    def picture_lost(self, result: FrameResult, reason: str = NO_PICTURE_REASON) -> None:
+        """The camera gives no picture (``reason``: none comes, or it shows nothing):
+        ``available=no_picture`` and the faces' ends (``result``). The next frame calls
+        ``announce`` again."""
 
     @abc.abstractmethod
     def publish_stats(self, stats: PipelineStats) -> None: ...
@@ -98,8 +99,8 @@ class MemorySink(Sink):
     def publish_frame(self, result: FrameResult) -> None:
         self.messages += self.stream.frame(result)
 
-    def picture_lost(self, result: FrameResult) -> None:
-        self.messages += self.stream.picture_lost(result)
+    def picture_lost(self, result: FrameResult, reason: str = NO_PICTURE_REASON) -> None:
+        self.messages += self.stream.picture_lost(result, reason)
 
     def withdraw_discovery(self) -> None:
         self.messages += self.stream.discovery_withdrawal()
@@ -133,8 +134,8 @@ class BufferedSink(Sink):
     def publish_frame(self, result: FrameResult) -> None:
         self.outbox.push(lambda: self.stream.frame(result))
 
-    def picture_lost(self, result: FrameResult) -> None:
-        self.outbox.push(lambda: self.stream.picture_lost(result))
+    def picture_lost(self, result: FrameResult, reason: str = NO_PICTURE_REASON) -> None:
+        self.outbox.push(lambda: self.stream.picture_lost(result, reason))
 
     def withdraw_discovery(self) -> None:
         self.outbox.push(self.stream.discovery_withdrawal)

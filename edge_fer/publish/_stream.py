@@ -67,9 +67,9 @@ class MessageStream:
         clear_legacy, self._legacy_discovery_cleared = not self._legacy_discovery_cleared, True
         return discovery(ha.prefix, self.topics, self._cfg.mqtt.device_id, self._mode, self._expiry_s, clear_legacy)
 
-    def picture_lost(self, result: FrameResult) -> list[p.Message]:
-        """``available=no_picture``, then the ends of the faces (``end_tracks``)."""
-        return self.available(p.NO_PICTURE, p.NO_PICTURE_REASON) + self.end_tracks(result)
+    def picture_lost(self, result: FrameResult, reason: str) -> list[p.Message]:
+        """``available=no_picture`` with ``reason``, then the ends of the faces (``end_tracks``)."""
+        return self.available(p.NO_PICTURE, reason) + self.end_tracks(result)
 
     def end_tracks(self, result: FrameResult) -> list[p.Message]:
         """The faces' ends (``result``: no face, the tracker's ``gone`` events) when the daemon
