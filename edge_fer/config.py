@@ -127,6 +127,9 @@ class SourceConfig:
     fps: float = _opt(0.0, lo=0.0, hi=MAX_SOURCE_FPS)  # 0 = the source's own rate
     loop: bool = _opt(True)  # replay file sources forever
     stall_timeout_s: float = _opt(5.0, lo=0.5, hi=300.0)
+    # Longest wait between two attempts to reopen a lost camera (the waits double from 0.5 s):
+    # how long a camera that is back may stay unseen. Lower for a car, where a blind minute matters.
+    reconnect_max_s: float = _opt(30.0, lo=0.5, hi=300.0)
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ def build_pipeline(cfg: Config) -> Pipeline:
 def open_configured_source(cfg: Config, wait: bool = False):
     s = cfg.source
     return open_source(s.uri, width=s.width, height=s.height, fps=s.fps or None, loop=s.loop,
-                       stall_timeout_s=s.stall_timeout_s, wait=wait)
+                       stall_timeout_s=s.stall_timeout_s, reconnect_max_s=s.reconnect_max_s, wait=wait)
 
 
 MIN_RATE_WINDOW_S = 1.0

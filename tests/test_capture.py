@@ -1,6 +1,8 @@
 """Frame sources on real files (videos written here, the packaged photo); Picamera2 through a fake."""
 from __future__ import annotations
 
+import os
+
 import logging
 import re
 import shutil
@@ -428,3 +430,16 @@ def test_a_stream_error_never_shows_the_camera_password(caplog):
     with open_source("http://admin:CamPa55word@127.0.0.1:9/stream.mjpg", stall_timeout_s=0.5, wait=True) as source:
         assert "CamPa55word" not in source.name
     assert "CamPa55word" not in caplog.text and "admin:***@" in caplog.text
+
+
+def test_the_reconnect_ceiling_comes_from_the_config(tmp_path):
+    """In a car a camera that is back must not stay unseen for the default 30 s."""
+    from edge_fer.config import load_config
+    from edge_fer.service import open_configured_source
+
+    cfg = load_config(os.devnull, {"source.uri": "builtin:astronaut", "source.reconnect_max_s": "2"}, {})
+    source = open_configured_source(cfg)
+    try:
+        assert source._reconnect_max_s == 2.0
+    finally:
+        source.close()

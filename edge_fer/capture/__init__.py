@@ -14,7 +14,8 @@ __all__ = ["BUILTIN_IMAGES", "RECONNECT_INITIAL_S", "RECONNECT_MAX_S", "Frame", 
 
 
 def open_source(uri: str, *, width: int = 640, height: int = 480, fps: float | None = None, loop: bool = False,
-                stall_timeout_s: float = 5.0, wait: bool = False) -> LatestFrameSource:
+                stall_timeout_s: float = 5.0, reconnect_max_s: float = RECONNECT_MAX_S,
+                wait: bool = False) -> LatestFrameSource:
     """Open a frame source that always hands out the newest frame and reconnects by itself.
 
     ``uri``: "picamera" or "picamera:N" (Raspberry Pi camera N), a camera index ("0"),
@@ -23,16 +24,17 @@ def open_source(uri: str, *, width: int = 640, height: int = 480, fps: float | N
     and images. ``loop`` restarts files at their end. A source silent for ``stall_timeout_s``
     (at least MIN_STALL_FRAMES frame periods) is reopened. Raises SourceError naming the source and
     what to do when it cannot be opened; with ``wait``, a camera or stream that is not there yet
-    (SourceUnavailable) is instead waited for, reopened with backoff like a lost one.
+    (SourceUnavailable) is instead waited for, reopened with backoff like a lost one; the backoff's
+    waits double up to ``reconnect_max_s``.
     """
     if fps:  # cameras and streams set their own pace: only the config tells their period
         stall_timeout_s = max(stall_timeout_s, MIN_STALL_FRAMES / fps)
     camera = re.fullmatch(r"picamera(?::(\d+))?", uri)
     if camera:
         return open_picamera(int(camera.group(1) or 0), width=width, height=height, fps=fps,
-                             stall_timeout_s=stall_timeout_s, wait=wait)
+                             stall_timeout_s=stall_timeout_s, reconnect_max_s=reconnect_max_s, wait=wait)
     if uri.startswith("picamera"):
         raise SourceError(f"source {uri!r}: write picamera or picamera:N (N = camera number); "
                           f"sources are {SOURCE_FORMS}")
     return open_opencv(uri, width=width, height=height, fps=fps, loop=loop, stall_timeout_s=stall_timeout_s,
-                       wait=wait)
+                       reconnect_max_s=reconnect_max_s, wait=wait)

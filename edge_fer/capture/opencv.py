@@ -15,7 +15,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from edge_fer.capture.latest import Grabber, LatestFrameSource
+from edge_fer.capture.latest import RECONNECT_MAX_S, Grabber, LatestFrameSource
 from edge_fer.errors import SourceError, SourceUnavailable
 from edge_fer.redact import redact_uri
 
@@ -139,10 +139,12 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def open_opencv(uri: str, *, width: int, height: int, fps: float | None, loop: bool,
-                stall_timeout_s: float, wait: bool = False) -> LatestFrameSource:
+                stall_timeout_s: float, reconnect_max_s: float = RECONNECT_MAX_S,
+                wait: bool = False) -> LatestFrameSource:
     """Open anything but a picamera; SourceError naming the source if it cannot be used."""
     opener, loop = _opener(uri, width, height, fps, loop, stall_timeout_s)  # LatestFrameSource opens it once now
-    return LatestFrameSource(redact_uri(uri), opener, loop=loop, stall_timeout_s=stall_timeout_s, wait=wait)
+    return LatestFrameSource(redact_uri(uri), opener, loop=loop, stall_timeout_s=stall_timeout_s,
+                             reconnect_max_s=reconnect_max_s, wait=wait)
 
 
 def _opener(uri: str, width: int, height: int, fps: float | None, loop: bool,

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_fer.capture.latest import Grabber, LatestFrameSource
+from edge_fer.capture.latest import RECONNECT_MAX_S, Grabber, LatestFrameSource
 from edge_fer.errors import SourceError, SourceUnavailable
 
 REQUESTED_FORMAT = "RGB888"  # BGR in memory: what OpenCV wants, 3 bytes a pixel
@@ -81,8 +81,10 @@ class PicameraGrabber:
 
 
 def open_picamera(camera_num: int, *, width: int, height: int, fps: float | None,
-                  stall_timeout_s: float, wait: bool = False) -> LatestFrameSource:
+                  stall_timeout_s: float, reconnect_max_s: float = RECONNECT_MAX_S,
+                  wait: bool = False) -> LatestFrameSource:
     def opener() -> Grabber:
         return PicameraGrabber(camera_num, width, height, fps)
 
-    return LatestFrameSource(f"picamera:{camera_num}", opener, stall_timeout_s=stall_timeout_s, wait=wait)
+    return LatestFrameSource(f"picamera:{camera_num}", opener, stall_timeout_s=stall_timeout_s,
+                             reconnect_max_s=reconnect_max_s, wait=wait)
