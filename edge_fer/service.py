@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from collections.abc import Callable
 
-from edge_fer.blank import is_blank
+from edge_fer.blank import BlankWatch
 from edge_fer.capture import open_source
 from edge_fer.classify import ExpressionClassifier
 from edge_fer.config import DEFAULT_CONFIG_PATH, Config
@@ -372,7 +372,7 @@ class Daemon:
             return EXIT_OK
         started = time.monotonic()
         rate, faces, status = _Rate(started), 0, EXIT_OK
-        picture = _Picture()
+        picture, blank = _Picture(), BlankWatch()
         try:
             while not self._stop and not self._limit_reached(time.monotonic(), started):
                 if self._hup:
@@ -400,7 +400,7 @@ class Daemon:
                         break
                     self._check_picture(picture, now, NO_PICTURE_REASON)
                     continue
-                if is_blank(frame.image):  # covered, capped or dark: frames come, showing nothing
+                if blank.blank(frame.image, now):  # covered, capped or dark: frames come, showing nothing
                     self.watchdog.frame_done(now)  # the camera works; a restart would not uncover it
                     if not self._ready:
                         self._ready = True

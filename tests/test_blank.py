@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_fer.blank import is_blank
+from edge_fer.blank import CHECK_INTERVAL_S, BlankWatch, is_blank
 from edge_fer.detect.blazeface import BlazeFaceDetector
 
 
@@ -31,3 +31,13 @@ def test_a_dim_scene_is_not_blank(astronaut_bgr, gain):
     assert not is_blank(frame)
     if gain >= 0.3:  # the threshold sits below scenes whose face is still found
         assert BlazeFaceDetector(kind="short", max_faces=1, score_threshold=0.6).detect(frame)
+
+
+def test_the_watch_checks_a_few_times_a_second_and_the_frames_between_share_the_verdict(astronaut_bgr):
+    black = np.zeros((480, 640, 3), np.uint8)
+    watch = BlankWatch()
+    assert not watch.blank(astronaut_bgr, 10.0)
+    assert not watch.blank(black, 10.0 + CHECK_INTERVAL_S / 2)  # not checked: the last verdict
+    assert watch.blank(black, 10.0 + CHECK_INTERVAL_S)
+    assert watch.blank(astronaut_bgr, 10.0 + 1.5 * CHECK_INTERVAL_S)
+    assert not watch.blank(astronaut_bgr, 10.0 + 2 * CHECK_INTERVAL_S)
