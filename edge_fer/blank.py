@@ -40,8 +40,8 @@ class BlankWatch:
         self._checked_at = -math.inf
         self._blank = False
 
-    def blank(self, image_bgr: np.ndarray, now: float) -> bool:
-        """``now``: monotonic seconds of the frame."""
-        if not 0 <= now - self._checked_at < CHECK_INTERVAL_S:
+    def blank(self, image_bgr: np.ndarray, now: float, fresh: bool = False) -> bool:
+        """``now``: monotonic seconds of the frame; ``fresh``: check this frame whatever the interval."""
+        if fresh or not 0 <= now - self._checked_at < CHECK_INTERVAL_S:
             self._checked_at, self._blank = now, is_blank(image_bgr)
         return self._blank

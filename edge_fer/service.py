@@ -102,29 +102,35 @@ or one outage does not move it."""
 
 
 class _Picture:
-    """Tells when the camera's picture counts as lost, once per loss."""
+    """Whether, and why, the camera's picture counts as lost: no frame, or frames that show
+    nothing (``edge_fer.blank``), for longer than the loss threshold. Frame intervals come from
+    every frame delivered, blank or not."""
 
     def __init__(self) -> None:
         self._gaps: deque[float] = deque(maxlen=GAPS_KEPT)
-        self._last: float | None = None
-        self._lost = False
+        self._delivered: float | None = None  # the newest frame, blank or not
+        self._seen: float | None = None  # the newest frame that showed something (or the first frame)
 
-    def frame(self, now: float) -> bool:
-        """Counts a frame; True when it ends a loss."""
-        if self._last is not None:
-            self._gaps.append(now - self._last)
-        was_lost, self._last, self._lost = self._lost, now, False
-        return was_lost
+    def frame(self, now: float, blank: bool) -> None:
+        if self._delivered is not None:
+            self._gaps.append(now - self._delivered)
+        self._delivered = now
+        if not blank or self._seen is None:
+            self._seen = now
 
-    def newly_lost(self, now: float, max_missed_s: float, paced_interval_s: float) -> bool:
-        """``paced_interval_s``: 1 / source.fps (0 for the source's own rate), the usual interval
-        until two frames have shown one: a 0.8 fps camera was "lost" after its first frame. With
-        neither, nothing is lost before a second frame (no face is confirmed before it either)."""
-        if self._lost or self._last is None or not (self._gaps or paced_interval_s):
-            return False
+    def cause(self, now: float, max_missed_s: float, paced_interval_s: float) -> str | None:
+        """Why the picture is lost now, or None. ``paced_interval_s``: 1 / source.fps (0 for the
+        source's own rate), the usual interval until two frames have shown one: a 0.8 fps camera
+        was "lost" after its first frame. With neither, nothing is lost before a second frame."""
+        if self._delivered is None or not (self._gaps or paced_interval_s):
+            return None
         usual = statistics.median(self._gaps) if self._gaps else paced_interval_s
-        self._lost = now - self._last > max(max_missed_s, PICTURE_LOST_INTERVALS * usual)
-        return self._lost
+        threshold = max(max_missed_s, PICTURE_LOST_INTERVALS * usual)
+        if now - self._delivered > threshold:
+            return NO_PICTURE_REASON
+        if now - self._seen > threshold:
+            return BLANK_PICTURE_REASON
+        return None
 
 
 class _Rate:
@@ -217,6 +223,7 @@ class Daemon:
         self._ready = False  # READY=1 sent: the first frame was processed
         self._figures: tuple[float, int] = (0.0, 0)  # last STATUS= fps and faces
         self._blind: str | None = None  # while the picture is lost (available=no_picture): why
+        self._online = False  # available=online said, and not taken back by a lost picture
         self._files = file_fingerprints(cfg)  # as the running parts read them
         self.frames = 0
         self._hup = False
@@ -317,7 +324,7 @@ class Daemon:
                 self.sink.start()
                 if self._blind:  # the new sink says what the old one said
                     self.sink.picture_lost(FrameResult(time.time()), self._blind)
-                elif self._ready:
+                elif self._online:
                     self.sink.announce()
             if "service" in changed:
                 setup_logging(new.service.log_level)
@@ -373,6 +380,7 @@ class Daemon:
         started = time.monotonic()
         rate, faces, status = _Rate(started), 0, EXIT_OK
         picture, blank = _Picture(), BlankWatch()
+        blind_since: float | None = None  # the first of the blank frames since the last seen one
         try:
             while not self._stop and not self._limit_reached(time.monotonic(), started):
                 if self._hup:
@@ -398,23 +406,32 @@ class Daemon:
                                   redact_uri(self.cfg.source.uri), FIRST_FRAME_TIMEOUT_S)
                         self._stop_reason, status = REASON_FAILURE, EXIT_FAILURE
                         break
-                    self._check_picture(picture, now, NO_PICTURE_REASON)
+                    self._check_picture(picture, now)
                     continue
-                if blank.blank(frame.image, now):  # covered, capped or dark: frames come, showing nothing
+                # Covered, capped or dark: frames come, showing nothing. Checked afresh when that
+                # would lose the picture: the shared verdict may be a quarter second old.
+                is_blank_now = blank.blank(frame.image, now)
+                if is_blank_now and self._blind is None:
+                    is_blank_now = blank.blank(frame.image, now, fresh=True)
+                picture.frame(now, is_blank_now)
+                if is_blank_now:
+                    self.frames += 1  # --max-frames counts what the camera delivers
                     self.watchdog.frame_done(now)  # the camera works; a restart would not uncover it
                     if not self._ready:
                         self._ready = True
                         self.notifier.ready(BLANK_PICTURE_REASON)
                         log.info("first frame: %s; ready", BLANK_PICTURE_REASON)
-                        self._lose_picture(BLANK_PICTURE_REASON)
-                    else:
-                        self._check_picture(picture, now, BLANK_PICTURE_REASON)
+                    if blind_since is None:
+                        blind_since = now
+                    self._check_picture(picture, now)
                     continue
-                back = picture.frame(now) or self._blind is not None
-                self._blind = None
+                if blind_since is not None and self._blind is None:  # a cover shorter than a loss: not time away
+                    self.pipeline.tracker.excuse(now - blind_since)
+                blind_since, self._blind = None, None
                 result = self.pipeline.step(frame, time.time())
-                if not self._ready or back:  # "online" before this frame's messages
+                if not self._online:  # "online" before this frame's messages
                     self.sink.announce()
+                    self._online = True
                 self.sink.publish_frame(result)
                 self.frames += 1
                 faces = len(result.faces)
@@ -430,17 +447,19 @@ class Daemon:
         self._shutdown(started, rate)
         return status
 
-    def _check_picture(self, picture: _Picture, now: float, reason: str) -> None:
-        """A frame that did not come, or came blank: lost once it has been so long (``_Picture``)."""
+    def _check_picture(self, picture: _Picture, now: float) -> None:
+        """A frame that did not come, or came blank: the picture is lost once it has been so long
+        (``_Picture``), and said again when the cause changes (covered, then unplugged)."""
         paced_s = 1 / self.cfg.source.fps if self.cfg.source.fps else 0.0
-        if picture.newly_lost(now, self.cfg.tracker.max_missed_s, paced_s):
-            self._lose_picture(reason)
+        cause = picture.cause(now, self.cfg.tracker.max_missed_s, paced_s)
+        if cause is not None and cause != self._blind:
+            self._lose_picture(cause)
 
     def _lose_picture(self, reason: str) -> None:
         """No picture, so no face is seen: tracks end as they would for an empty frame, and the
         device says it is blind (available=no_picture), not that nobody is there."""
         self.sink.picture_lost(FrameResult(time.time(), [], self.pipeline.tracker.clear(time.time())), reason)
-        self._blind = reason
+        self._blind, self._online = reason, False
         self.notifier.status(reason)
 
     def _shutdown(self, started: float, rate: _Rate) -> None:

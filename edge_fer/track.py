@@ -155,6 +155,13 @@ class Tracker:
                  for t in self._tracks if t.confirmed]
         return faces, events
 
+    def excuse(self, seconds: float) -> None:
+        """Time the camera showed nothing (covered, shorter than a lost picture) is not time the
+        faces were away: without this, a face covered for most of max_missed_s was "gone" on its
+        first frame back."""
+        for track in self._tracks:
+            track.last_seen += seconds
+
     def clear(self, wall: float) -> list[TrackEvent]:
         """End every track (shutdown, source lost): their ``gone`` events, ids forgotten."""
         events = [TrackEvent("gone", t.track_id, t.label, round(self._prob(t, t.label), 4), None, wall,

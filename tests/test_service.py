@@ -169,10 +169,60 @@ def test_a_reload_while_the_picture_is_lost_stays_no_picture_and_claims_no_state
     daemon._ready, daemon._blind = True, BLANK_PICTURE_REASON
     old_sink = daemon.sink
     new = replace(daemon.cfg, mqtt=replace(daemon.cfg.mqtt, device_id="kiosk-2"),
-                  tracker=replace(daemon.cfg.tracker, smoothing_s=0.5))  # a new sink and a new pipeline
+                  tracker=replace(daemon.cfg.tracker, smoothing_s=0.6))  # a new sink and a new pipeline
     daemon._reload = lambda: new
     daemon._apply_reload()
     messages = old_sink.messages + daemon.sink.messages
     assert [(m.payload["status"], m.payload["reason"]) for m in daemon.sink.messages
             if m.kind == "available"] == [("no_picture", BLANK_PICTURE_REASON)]
     assert [m for m in messages if m.kind == "state"] == []
+
+
+def test_the_lost_picture_says_why_and_follows_the_cause():
+    """Covered (frames that show nothing), then unplugged (no frames), then back but covered: the
+    reason follows, so the operator looks at the lens or at the cable, not the other one."""
+    from edge_fer.publish import NO_PICTURE_REASON
+    from edge_fer.service import _Picture
+
+    picture, fps, missed = _Picture(), 15.0, 1.0
+    cause = lambda t: picture.cause(t, missed, 0.0)  # noqa: E731 - an unpaced camera
+    t = 0.0
+    for _ in range(30):  # a face in view
+        picture.frame(t, blank=False)
+        t += 1 / fps
+    assert cause(t) is None
+    for _ in range(30):  # covered: 2 s of black frames
+        picture.frame(t, blank=True)
+        t += 1 / fps
+    assert cause(t) == BLANK_PICTURE_REASON
+    t += 2.0  # unplugged: no frame for 2 s
+    assert cause(t) == NO_PICTURE_REASON
+    for _ in range(30):  # back, still covered
+        picture.frame(t, blank=True)
+        t += 1 / fps
+    assert cause(t) == BLANK_PICTURE_REASON
+    picture.frame(t, blank=False)
+    assert cause(t) is None
+
+
+def test_a_slow_unpaced_camera_covered_after_its_first_frame_is_still_lost():
+    """Intervals come from blank frames too: a 2 fps stream covered after one frame."""
+    from edge_fer.service import _Picture
+
+    picture = _Picture()
+    picture.frame(0.0, blank=False)
+    for i in range(1, 20):
+        picture.frame(i * 0.5, blank=True)
+    assert picture.cause(9.6, 1.0, 0.0) == BLANK_PICTURE_REASON
+
+
+def test_a_cover_shorter_than_a_lost_picture_is_not_time_the_face_was_away():
+    from edge_fer.track import Tracker, TrackerSettings
+
+    tracker = Tracker(LABELS, TrackerSettings(max_missed_s=1.0))
+    box, probs = (100.0, 100.0, 80.0, 80.0), np.eye(len(LABELS), dtype=np.float32)[LABELS.index("happiness")]
+    for t in (0.0, 0.1, 0.2):
+        tracker.update([box], [probs], t, t)
+    tracker.excuse(0.9)  # covered from 0.2 s to 1.1 s
+    faces, events = tracker.update([], [], 1.3, 1.3)  # the face not yet found again on the first frames back
+    assert [e.kind for e in events] == [] and len(faces) == 1

@@ -344,7 +344,7 @@ class MqttSink(BufferedSink):
                 if self._availability == ONLINE:
                     self.outbox.push(lambda: self.stream.announcement())
                 elif self._availability == NO_PICTURE:
-                    self.outbox.push(lambda: self.stream.available(NO_PICTURE, self._no_picture_reason))
+                    self.outbox.push(lambda: self.stream.blind_announcement(self._no_picture_reason))
             self.outbox.cond.notify_all()  # the sender waits for a connection, not only for messages
 
     def _mark_down(self) -> None:

@@ -68,8 +68,13 @@ class MessageStream:
         return discovery(ha.prefix, self.topics, self._cfg.mqtt.device_id, self._mode, self._expiry_s, clear_legacy)
 
     def picture_lost(self, result: FrameResult, reason: str) -> list[p.Message]:
-        """``available=no_picture`` with ``reason``, then the ends of the faces (``end_tracks``)."""
-        return self.available(p.NO_PICTURE, reason) + self.end_tracks(result)
+        """``blind_announcement``, then the ends of the faces (``end_tracks``)."""
+        return self.blind_announcement(reason) + self.end_tracks(result)
+
+    def blind_announcement(self, reason: str) -> list[p.Message]:
+        """``available=no_picture`` with ``reason``, and the discovery configs: a camera covered
+        from the start still gets its (unavailable) entities in Home Assistant."""
+        return self.available(p.NO_PICTURE, reason) + self.discovery()
 
     def end_tracks(self, result: FrameResult) -> list[p.Message]:
         """The faces' ends (``result``: no face, the tracker's ``gone`` events) when the daemon
