@@ -27,7 +27,7 @@ FPS = 15.0
 BOX = (100.0, 100.0, 120.0, 120.0)
 CLEAR_P = 0.8
 """The top probability of a clearly shown expression (the rest spread evenly)."""
-EPISODES_S = tuple(round(0.1 * k, 1) for k in range(1, 21))
+MAX_EPISODE_FRAMES = 30
 AMBIGUOUS_MEAN, AMBIGUOUS_SD = 0.5, 0.1
 """An ambiguous face: its probability of the first of two labels, frame to frame; the second takes the rest
 but 0.1 (a face between neutral and sadness, say)."""
@@ -70,11 +70,11 @@ def gone_delay(settings: TrackerSettings) -> float:
 
 
 def shortest_episode(settings: TrackerSettings) -> float | None:
-    """The shortest surprise, between neutral stretches, that is reported at all."""
-    for seconds in EPISODES_S:
-        frames = ["neutral"] * int(3 * FPS) + ["surprise"] * round(seconds * FPS) + ["neutral"] * int(3 * FPS)
+    """The shortest surprise, between neutral stretches, that is reported at all (seconds, to the frame)."""
+    for count in range(1, MAX_EPISODE_FRAMES + 1):
+        frames = ["neutral"] * int(3 * FPS) + ["surprise"] * count + ["neutral"] * int(3 * FPS)
         if any(e.kind == "changed" and e.label == "surprise" for _, e in run(settings, [clear(x) for x in frames])):
-            return seconds
+            return round(count / FPS, 2)
     return None
 
 
