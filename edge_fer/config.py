@@ -198,7 +198,9 @@ class MqttConfig:
     tls_insecure: bool = _opt(False)  # skip the host name check (the chain is still verified)
     # A queued message holds 1.4-1.9 kB (tracemalloc): 100,000 is up to ~190 MB, as much as a 1 GB Pi
     # can spare; the old bound, 1,000,000, could take ~1.9 GB and get the daemon killed mid-outage.
-    buffer_size: int = _opt(10_000, lo=10, hi=100_000)
+    # At least 32: one announcement is up to 11 messages (online, 5 old-layout clearings, 3 configs,
+    # 2 removals), and a queue no larger pushed its own "online" out.
+    buffer_size: int = _opt(10_000, lo=32, hi=100_000)
     state_heartbeat_s: float = _opt(30.0, lo=1.0, hi=3600.0)
     stats_interval_s: float = _opt(10.0, lo=1.0, hi=3600.0)
 

@@ -308,8 +308,8 @@ def test_a_replacing_sink_numbers_on_and_delivers_what_the_old_one_could_not_fir
 
 def test_messages_dropped_before_a_reload_still_count_after_it():
     """stats.buffer_dropped counts from start: a consumer taking differences never sees it go back."""
-    old = StdoutSink(make_cfg(mqtt__buffer_size=10), out=io.StringIO())  # never started: nothing drains
-    for i in range(15):
+    old = StdoutSink(make_cfg(mqtt__buffer_size=32), out=io.StringIO())  # never started: nothing drains
+    for i in range(40):
         old.publish_frame(FrameResult(T0 + i, [TrackedFace("a1", LABELS[i % 7], 0.9)]))
     undelivered = old.stop("reload")
     dropped = old.outbox.dropped
@@ -355,8 +355,8 @@ def test_outbox_drops_the_oldest_and_counts_them():
 
 def test_publish_frame_never_blocks_while_the_broker_is_unreachable():
     """A sink that waited for the broker would never finish these 2000 frames; the buffer keeps
-    the newest 10, and stop hands them back instead of waiting for a broker that is away."""
-    sink = MqttSink(make_cfg(mqtt__host="127.0.0.1", mqtt__port=1, mqtt__buffer_size=10))
+    the newest 32, and stop hands them back instead of waiting for a broker that is away."""
+    sink = MqttSink(make_cfg(mqtt__host="127.0.0.1", mqtt__port=1, mqtt__buffer_size=32))
     sink.start()
     sink.announce()  # as the daemon does at its first frame
     camera = threading.Thread(target=lambda: [sink.publish_frame(FrameResult(T0 + i * DT, [TrackedFace(
@@ -366,7 +366,7 @@ def test_publish_frame_never_blocks_while_the_broker_is_unreachable():
     assert not camera.is_alive(), "publish_frame blocked while the broker was unreachable"
     sink.publish_stats(STATS)
     undelivered = sink.stop("test over")
-    assert len(undelivered) == 10 and sink.outbox.dropped >= 2000 - 10
+    assert len(undelivered) == 32 and sink.outbox.dropped >= 2000 - 32
     assert [m.kind for m in undelivered[-2:]] == ["stats", "available"]
     assert undelivered[-1].payload["reason"] == "test over"
     assert sink.stop() == []  # idempotent

@@ -175,7 +175,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(make_cfg, mqtt_broker, mqtt
 
 
 def test_buffer_keeps_the_newest_messages_and_counts_the_dropped(make_cfg, mqtt_broker, mqtt_subscriber, sinks):
-    cfg = make_cfg(mqtt__buffer_size=10, privacy__mode="presence")
+    cfg = make_cfg(mqtt__buffer_size=32, privacy__mode="presence")
     sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#"], persistent=True)
     sink = start_sink(cfg, sinks)
     assert sub.wait_for(lambda msgs: len(msgs) == 1)  # online
@@ -183,7 +183,7 @@ def test_buffer_keeps_the_newest_messages_and_counts_the_dropped(make_cfg, mqtt_
     try:
         assert sink.outbox.wait_until(lambda: not sink.connected, WAIT_S)
         t0 = time.time()
-        outage = 25  # presence mode, faces alternating 1/0: one state message per frame
+        outage = 50  # presence mode, faces alternating 1/0: one state message per frame
         for i in range(outage):
             sink.publish_frame(FrameResult(t0 + i / FPS, [TrackedFace("f1", "neutral", 0.9)] if i % 2 == 0 else []))
         sink.publish_stats(STATS)
@@ -417,14 +417,14 @@ def test_online_reaches_the_broker_even_when_a_long_outage_overflowed_the_queue(
                                                                                 mqtt_subscriber, sinks):
     """The broker away from boot, the queue full: the "online" queued with the first frame is
     among the dropped, and the connect must still say it."""
-    cfg = make_cfg(mqtt__buffer_size=10)
+    cfg = make_cfg(mqtt__buffer_size=32)
     mqtt_broker.stop()
     try:
         sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
         sinks.append(sink)
         sink.start()
         sink.announce()
-        for i in range(30):
+        for i in range(60):
             sink.publish_frame(FrameResult(time.time() + i, [TrackedFace("a1", LABELS[i % 7], 0.8)]))
         assert sink.outbox.dropped > 0
     finally:
@@ -455,3 +455,27 @@ def test_a_reconnect_while_the_picture_is_lost_keeps_no_picture(make_cfg, mqtt_b
     assert [m.json["status"] for m in sub.messages] == ["no_picture"]
     sink.announce()  # the next frame
     assert sub.wait_for(lambda msgs: [m.json["status"] for m in msgs][-1:] == ["online"], WAIT_S)
+
+
+def test_old_layout_discovery_is_cleared_even_when_a_full_queue_dropped_the_first_clearing(
+        make_cfg, mqtt_broker, mqtt_subscriber, sinks):
+    ha = f"ha{uuid.uuid4().hex[:8]}"
+    cfg = make_cfg(mqtt__buffer_size=32, homeassistant__discovery=True, homeassistant__prefix=ha)
+    old_topic = f"{ha}/sensor/dev1_expression/config"  # where edge-fer first put it
+    writer = mqtt_subscriber([f"{ha}/none"])
+    writer.client.publish(old_topic, json.dumps({"name": "old"}), qos=1, retain=True).wait_for_publish(WAIT_S)
+    mqtt_broker.stop()
+    try:
+        sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
+        sinks.append(sink)
+        sink.start()
+        sink.announce()
+        for i in range(60):  # the boot-time outage overflows the queue: the clearing is dropped
+            sink.publish_frame(FrameResult(time.time() + i, [TrackedFace("a1", LABELS[i % 7], 0.8)]))
+        assert sink.outbox.dropped > 11
+    finally:
+        mqtt_broker.start()
+    assert sink.wait_connected(WAIT_S) and sink.flush(WAIT_S)
+    late = mqtt_subscriber([old_topic])  # a retained config would arrive at once
+    time.sleep(0.5)
+    assert late.messages == []

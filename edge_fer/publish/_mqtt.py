@@ -339,12 +339,13 @@ class MqttSink(BufferedSink):
             # Not before the daemon's first frame (announce), nor after a stop before this CONNACK:
             # the retained status stays what it was ("stopped", or the Last Will's "offline").
             still_queued = self._queued_at_drops == self.outbox.dropped
+            dropped = self._queued_at_drops is not None and not still_queued  # maybe the announcement with it
             self._queued_at_drops = None
             if not self._stopped and not still_queued:
                 if self._availability == ONLINE:
-                    self.outbox.push(lambda: self.stream.announcement())
+                    self.outbox.push(lambda: self.stream.announcement(clear_legacy=dropped))
                 elif self._availability == NO_PICTURE:
-                    self.outbox.push(lambda: self.stream.blind_announcement(self._no_picture_reason))
+                    self.outbox.push(lambda: self.stream.blind_announcement(self._no_picture_reason, dropped))
             self.outbox.cond.notify_all()  # the sender waits for a connection, not only for messages
 
     def _mark_down(self) -> None:

@@ -50,9 +50,9 @@ class MessageStream:
         self._seq += 1
         return self._seq
 
-    def announcement(self) -> list[p.Message]:
+    def announcement(self, clear_legacy: bool = False) -> list[p.Message]:
         """``available=online`` and the discovery configs: what a sink says once the daemon is up."""
-        return self.available(p.ONLINE) + self.discovery()
+        return self.available(p.ONLINE) + self.discovery(clear_legacy)
 
     def available(self, status: str, reason: str | None = None) -> list[p.Message]:
         return [p.available(self.topics, status, self._next_seq(), self._clock(), reason)]
@@ -60,21 +60,23 @@ class MessageStream:
     def last_will(self) -> p.Message:
         return p.last_will(self.topics)
 
-    def discovery(self) -> list[p.Message]:
+    def discovery(self, clear_legacy: bool = False) -> list[p.Message]:
+        """``clear_legacy``: clear the old layout's topics again (the first clearing may have been
+        dropped from a full queue); they are cleared with the first discovery anyway."""
         ha = self._cfg.homeassistant
         if not ha.discovery:
             return []
-        clear_legacy, self._legacy_discovery_cleared = not self._legacy_discovery_cleared, True
+        clear_legacy, self._legacy_discovery_cleared = clear_legacy or not self._legacy_discovery_cleared, True
         return discovery(ha.prefix, self.topics, self._cfg.mqtt.device_id, self._mode, self._expiry_s, clear_legacy)
 
     def picture_lost(self, result: FrameResult, reason: str) -> list[p.Message]:
         """``blind_announcement``, then the ends of the faces (``end_tracks``)."""
         return self.blind_announcement(reason) + self.end_tracks(result)
 
-    def blind_announcement(self, reason: str) -> list[p.Message]:
+    def blind_announcement(self, reason: str, clear_legacy: bool = False) -> list[p.Message]:
         """``available=no_picture`` with ``reason``, and the discovery configs: a camera covered
         from the start still gets its (unavailable) entities in Home Assistant."""
-        return self.available(p.NO_PICTURE, reason) + self.discovery()
+        return self.available(p.NO_PICTURE, reason) + self.discovery(clear_legacy)
 
     def end_tracks(self, result: FrameResult) -> list[p.Message]:
         """The faces' ends (``result``: no face, the tracker's ``gone`` events) when the daemon
