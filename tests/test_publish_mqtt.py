@@ -52,10 +52,16 @@ def sinks() -> Iterator[list[MqttSink]]:
         sink.stop()
 
 
-def start_sink(cfg: Config, sinks: list[MqttSink], **kw: Any) -> MqttSink:
+def open_sink(cfg: Config, sinks: list[MqttSink], **kw: Any) -> MqttSink:
+    """Started, not announced, not waited for: the tests of what happens before the broker answers."""
     sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S, **kw)
     sinks.append(sink)
     sink.start()
+    return sink
+
+
+def start_sink(cfg: Config, sinks: list[MqttSink], **kw: Any) -> MqttSink:
+    sink = open_sink(cfg, sinks, **kw)
     sink.announce()  # as the daemon does at its first frame
     assert sink.wait_connected(WAIT_S)
     return sink
@@ -300,9 +306,7 @@ def test_a_stop_before_the_broker_answers_leaves_stopped_not_online(make_cfg, mq
     try:
         cfg = make_cfg(mqtt__port=relay.port)
         sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/+/available"])
-        sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
-        sinks.append(sink)
-        sink.start()
+        sink = open_sink(cfg, sinks)
         sink.announce()  # as the daemon does at its first frame
         assert relay.accepted.wait(WAIT_S)
         threading.Timer(0.2, relay.release).start()  # the CONNACK arrives while stop waits to deliver
@@ -322,9 +326,7 @@ def test_online_reaches_the_broker_before_the_first_frame_s_messages(make_cfg, m
     try:
         cfg = make_cfg(mqtt__port=relay.port)
         sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#"])
-        sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
-        sinks.append(sink)
-        sink.start()
+        sink = open_sink(cfg, sinks)
         assert relay.accepted.wait(WAIT_S)
         sink.announce()  # as the daemon does at its first frame, then its messages
         sink.publish_frame(FrameResult(time.time(), [TrackedFace("a1", "fear", 0.8)]))
@@ -402,9 +404,7 @@ def test_nothing_is_announced_until_the_daemon_sees_a_picture(make_cfg, mqtt_sub
     was, so Home Assistant shows the device unavailable rather than "online, no face"."""
     cfg = make_cfg(homeassistant__discovery="true")
     sub = mqtt_subscriber([f"{cfg.mqtt.prefix}/#", "homeassistant/#"])
-    sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
-    sinks.append(sink)
-    sink.start()
+    sink = open_sink(cfg, sinks)
     assert sink.wait_connected(WAIT_S) and sink.flush(WAIT_S)  # anything it queued has reached the broker
     sub.sync(f"{cfg.mqtt.prefix}/sync")  # and has come on to the subscriber
     assert sub.on("available") == [] and [m for m in sub.messages if m.topic.startswith("homeassistant/")] == []
@@ -420,9 +420,7 @@ def test_online_reaches_the_broker_even_when_a_long_outage_overflowed_the_queue(
     cfg = make_cfg(mqtt__buffer_size=32)
     mqtt_broker.stop()
     try:
-        sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
-        sinks.append(sink)
-        sink.start()
+        sink = open_sink(cfg, sinks)
         sink.announce()
         for i in range(60):
             sink.publish_frame(FrameResult(time.time() + i, [TrackedFace("a1", LABELS[i % 7], 0.8)]))
@@ -439,9 +437,7 @@ def test_a_reconnect_while_the_picture_is_lost_keeps_no_picture(make_cfg, mqtt_b
     """Reconnecting re-announces "online" only while the daemon sees a picture: a broker restart
     during a camera outage must not turn a blind device back into "online, no face"."""
     cfg = make_cfg()
-    sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
-    sinks.append(sink)
-    sink.start()
+    sink = open_sink(cfg, sinks)
     assert sink.wait_connected(WAIT_S)
     sink.announce()
     sink.picture_lost(FrameResult(time.time()))
@@ -466,9 +462,7 @@ def test_old_layout_discovery_is_cleared_even_when_a_full_queue_dropped_the_firs
     writer.client.publish(old_topic, json.dumps({"name": "old"}), qos=1, retain=True).wait_for_publish(WAIT_S)
     mqtt_broker.stop()
     try:
-        sink = MqttSink(cfg, reconnect_s=FAST_RECONNECT_S)
-        sinks.append(sink)
-        sink.start()
+        sink = open_sink(cfg, sinks)
         sink.announce()
         for i in range(60):  # the boot-time outage overflows the queue: the clearing is dropped
             sink.publish_frame(FrameResult(time.time() + i, [TrackedFace("a1", LABELS[i % 7], 0.8)]))
