@@ -638,8 +638,10 @@ def test_every_camera_degradation_keeps_the_faces_and_changes_them():
         assert (name == "clean") == np.array_equal(out, faces), name
 
 
+@pytest.mark.train
 def test_overwrite_keeps_the_old_run_until_the_new_one_has_an_epoch(tmp_path, capsys):
     """A replacement run that fails on its data must leave the old run resumable."""
+    pytest.importorskip("tensorflow", reason="the toolchain needs the train extra: pip install -e .[train]")
     from quantize.__main__ import main
 
     bad = tmp_path / "bad"
