@@ -164,7 +164,9 @@ class TrackerConfig:
     iou_match: float = _opt(0.3, lo=0.05, hi=0.9)
     max_missed_s: float = _opt(1.0, lo=0.0, hi=30.0)
     smoothing_s: float = _opt(0.5, lo=0.0, hi=10.0)  # EMA time constant
-    switch_margin: float = _opt(0.15, lo=0.0, hi=1.0)
+    # At most 0.8: a lead of 0.8 already needs the new label at 0.9 against the old at 0.1; at 1.0
+    # no label could ever change, and check-config passed it.
+    switch_margin: float = _opt(0.15, lo=0.0, hi=0.8)
     switch_hold_s: float = _opt(0.4, lo=0.0, hi=10.0)
     uncertain_below: float = _opt(0.45, lo=0.0, hi=1.0)
     uncertain_margin: float = _opt(0.05, lo=0.0, hi=0.5)

@@ -205,6 +205,7 @@ BAD_CONFIGS = [
     ("[mqtt]\nprefix = 'home/+/fer'", r"mqtt\.prefix = \"home/\+/fer\""),
     ("[mqtt]\nprefix = 'home/'", r"mqtt\.prefix = \"home/\""),
     ("[mqtt]\nbuffer_size = 5", r"mqtt\.buffer_size = 5 .*allowed 32 to 100000"),
+    ("[tracker]\nswitch_margin = 1.0", r"tracker\.switch_margin = 1(\.0)? .*allowed 0(\.0)? to 0\.8"),
     ("[mqtt]\ntls_ca_file = '/nonexistent/ca.pem'", r"mqtt\.tls_ca_file = \"/nonexistent/ca\.pem\" .*not found"),
     ("[mqtt]\npassword_file = '/nonexistent/pw'", r"mqtt\.password_file = .*not found"),
     ("[mqtt]\ntls_ca_file = '{existing}'\ntls_cert_file = '{existing}'", r"mqtt\.tls_cert_file and mqtt\.tls_key_file"),
